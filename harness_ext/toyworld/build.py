@@ -1,0 +1,238 @@
+"""Build the toy world (corpus, tokenizer, base, target, retrain) once, and reuse it from disk.
+
+A world lives in one folder with a ``manifest.json`` recording the configuration, its hash, the
+library versions and the sha256 of every file. Building with a configuration whose world is
+already there and intact takes a hash check; a different configuration, or a folder whose files
+no longer match their hashes, is rebuilt from scratch. A build writes into a temporary sibling
+folder and renames it into place, so an interrupted build never leaves a half world behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness_ext.errors import MuseQuantError
+from harness_ext.muse_layout import read_split
+from harness_ext.toyworld.config import ToyWorldConfig, config_for
+from harness_ext.toyworld.corpus import (
+    generate_corpus,
+    qa_drills,
+    verbatim_pair,
+    write_muse_layout,
+)
+
+MANIFEST = "manifest.json"
+MODEL_NAMES = ("base", "target", "retrain")
+
+
+def default_cache_root() -> Path:
+    """``$MUSE_QUANT_CACHE`` if set, else ``~/.cache/muse-quant``."""
+    return Path(os.environ.get("MUSE_QUANT_CACHE", Path.home() / ".cache" / "muse-quant"))
+
+
+def default_world_dir(config: ToyWorldConfig) -> Path:
+    return default_cache_root() / "toyworld" / f"{config.scale}-{config.config_hash()[:12]}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
+
+
+def load_manifest(world: Path) -> dict | None:
+    path = Path(world) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def verify_world(world: Path, manifest: dict) -> list[str]:
+    """The files whose sha256 no longer matches the manifest (missing or extra files included)."""
+    recorded = manifest.get("files", {})
+    actual = _file_hashes(world)
+    return sorted(k for k in recorded.keys() | actual.keys() if recorded.get(k) != actual.get(k))
+
+
+def _log(msg: str) -> None:
+    print(f"[toyworld] {msg}", file=sys.stderr, flush=True)
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse a folder we must not replace: a foreign non-empty one, or one we cannot write."""
+    if out.exists() and not out.is_dir():
+        raise MuseQuantError(f"--out {out} is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and load_manifest(out) is None:
+        raise MuseQuantError(
+            f"--out {out} is a non-empty folder that is not a toy world (no {MANIFEST}); "
+            "choose an empty or new folder"
+        )
+    parent = out.parent
+    parent_ok = parent.is_dir() or not parent.exists()
+    probe = parent if parent.is_dir() else next((p for p in parent.parents if p.is_dir()), None)
+    if not parent_ok or probe is None or not os.access(probe, os.W_OK | os.X_OK):
+        raise MuseQuantError(f"cannot write to {parent}; choose a writable --out folder")
+
+
+def build_world(
+    scale: str = "default",
+    out: str | os.PathLike | None = None,
+    config: ToyWorldConfig | None = None,
+) -> Path:
+    """Return the folder of the toy world for ``config`` (default: the named ``scale``), building
+    it only when no intact world with that configuration is there already."""
+    config = config or config_for(scale)
+    out = Path(out) if out is not None else default_world_dir(config)
+    _check_out_dir(out)
+    manifest = load_manifest(out)
+    if manifest is not None:
+        if manifest.get("config_hash") == config.config_hash():
+            bad = verify_world(out, manifest)
+            if not bad:
+                return out
+            _log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
+        else:
+            _log(f"{out} holds a world with another configuration; rebuilding")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.building-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        _build_into(tmp, config)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_into(root: Path, config: ToyWorldConfig) -> None:
+    import torch
+
+    from harness_ext.toyworld.tokenizer import train_bpe_tokenizer
+    from harness_ext.toyworld.training import new_llama, train_causal_lm
+
+    started = time.time()
+    torch.manual_seed(config.seed)
+    _log(f"building the {config.scale} world into {root.name} (seed {config.seed})")
+    corpus = generate_corpus(config.seed, config.sizes)
+    data = root / "data"
+    write_muse_layout(corpus, str(data), config.sizes)
+    pretrain_texts = corpus.generic + qa_drills(corpus.generic_qa, random.Random(config.seed))
+    (root / "pretrain").mkdir()
+    (root / "pretrain" / "generic.json").write_text(json.dumps(pretrain_texts, indent=1) + "\n")
+
+    tokenizer = train_bpe_tokenizer(
+        corpus.forget + corpus.retain + corpus.holdout + pretrain_texts, config.shape.vocab
+    )
+    base = new_llama(config.shape, tokenizer, config.seed)
+    losses = {
+        "base": train_causal_lm(
+            base, tokenizer, pretrain_texts, config.pretrain, config.seed, "pretrain base"
+        )
+    }
+    models = {"base": base}
+    for name, texts in (("target", corpus.forget + corpus.retain), ("retrain", corpus.retain)):
+        model = copy.deepcopy(base)
+        losses[name] = train_causal_lm(
+            model, tokenizer, texts, config.finetune, config.seed + 1, f"fine-tune {name}"
+        )
+        models[name] = model
+    for name, model in models.items():
+        model.save_pretrained(root / "models" / name)
+        tokenizer.save_pretrained(root / "models" / name)
+
+    checks = {
+        name: memorization_report(models[name], tokenizer, data) for name in ("target", "retrain")
+    }
+    manifest = {
+        "kind": "muse-quant toy world",
+        "scale": config.scale,
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "seeds": {
+            "corpus": config.seed,
+            "init": config.seed,
+            "pretrain": config.seed,
+            "finetune": config.seed + 1,
+        },
+        "versions": _library_versions(),
+        "final_epoch_loss": losses,
+        "memorization": checks,
+        "build_seconds": round(time.time() - started, 1),
+        "files": _file_hashes(root),
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _log(f"built in {manifest['build_seconds']} s")
+
+
+def memorization_report(model, tokenizer, data: Path) -> dict[str, float]:
+    """Quick spec-shaped scores (ROUGE-L F1, 0..1): verbatim continuation and QA, forget/retain."""
+    from harness_ext.toyworld.check import qa_rouge, verbatim_rouge
+
+    prompt_words = len(read_split(data, "verbmem", "forget")[0]["prompt"].split())
+    retain_verbatim = [
+        verbatim_pair(r["text"], prompt_words) for r in read_split(data, "raw", "retain1")
+    ]
+    return {
+        "verbmem_forget": verbatim_rouge(model, tokenizer, read_split(data, "verbmem", "forget")),
+        "verbmem_retain": verbatim_rouge(model, tokenizer, retain_verbatim),
+        "knowmem_forget": qa_rouge(
+            model,
+            tokenizer,
+            read_split(data, "knowmem", "forget_qa"),
+            read_split(data, "knowmem", "forget_qa_icl"),
+        ),
+        "knowmem_retain": qa_rouge(
+            model,
+            tokenizer,
+            read_split(data, "knowmem", "retain_qa"),
+            read_split(data, "knowmem", "retain_qa_icl"),
+        ),
+    }
