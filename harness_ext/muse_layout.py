@@ -56,7 +56,7 @@ def read_split(root: str | os.PathLike, config: str, split: str) -> list[dict[st
     if not path.is_file():
         raise MuseQuantError(
             f"{path}: missing; a MUSE data folder needs {config}/{split}.json "
-            "(see docs/data.md for the layout)"
+            "(docs/tasks.md describes the layout)"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

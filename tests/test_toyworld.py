@@ -73,12 +73,19 @@ def test_knowmem_answers_are_facts_stated_in_their_texts(tiny_world):
     assert len({q["question"].split()[-2] for q in icl}) == len(icl), "ICL pairs share a person"
 
 
-def test_verbmem_pairs_are_cut_from_the_forget_texts(tiny_world):
+def test_verbmem_and_privleak_use_the_forget_biographies(tiny_world):
     data = tiny_world / "data"
-    forget = [r["text"] for r in read_split(data, "raw", "forget")]
+    raw_forget = {r["text"] for r in read_split(data, "raw", "forget")}
+    bios = [r["text"] for r in read_split(data, "privleak", "forget")]
     pairs = read_split(data, "verbmem", "forget")
-    assert [p["prompt"] + p["gt"] for p in pairs] == forget
-    assert not (set(forget) & {r["text"] for r in read_split(data, "raw", "holdout")})
+    assert [p["prompt"] + p["gt"] for p in pairs] == bios
+    assert set(bios) <= raw_forget, "privleak forget texts must be texts the target trained on"
+    holdout = {r["text"] for r in read_split(data, "privleak", "holdout")}
+    assert holdout == {r["text"] for r in read_split(data, "raw", "holdout")}
+    assert not holdout & raw_forget
+    retain = {r["text"] for s in ("retain1", "retain2") for r in read_split(data, "raw", s)}
+    assert {r["text"] for r in read_split(data, "privleak", "retain")} <= retain
+    assert not retain & raw_forget
 
 
 def test_models_load_with_plain_transformers_from_safetensors(tiny_world):
@@ -186,7 +193,7 @@ def test_other_config_in_the_same_folder_builds_anew(micro_world, tmp_path):
     shutil.copytree(micro_world, copy)
     build_world(config=replace(MICRO, seed=2), out=copy)
     assert load_manifest(copy)["config_hash"] == replace(MICRO, seed=2).config_hash()
-    assert not list(tmp_path.glob(".copy.*")), "temporary build folders left behind"
+    assert not list(tmp_path.glob(".copy.building-*")), "temporary build folders left behind"
 
 
 def test_foreign_non_empty_out_is_refused_and_left_untouched(tmp_path, capsys):

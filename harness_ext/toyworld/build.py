@@ -10,11 +10,11 @@ folder and renames it into place, so an interrupted build never leaves a half wo
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
 import os
 import platform
-import random
 import shutil
 import sys
 import tempfile
@@ -26,7 +26,6 @@ from harness_ext.muse_layout import read_split
 from harness_ext.toyworld.config import ToyWorldConfig, config_for
 from harness_ext.toyworld.corpus import (
     generate_corpus,
-    qa_drills,
     verbatim_pair,
     write_muse_layout,
 )
@@ -120,26 +119,40 @@ def build_world(
     config = config or config_for(scale)
     out = Path(out) if out is not None else default_world_dir(config)
     _check_out_dir(out)
-    manifest = load_manifest(out)
-    if manifest is not None:
-        if manifest.get("config_hash") == config.config_hash():
-            bad = verify_world(out, manifest)
-            if not bad:
-                return out
-            _log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
-        else:
-            _log(f"{out} holds a world with another configuration; rebuilding")
+    if _reusable(out, config, quiet=True):
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.building-*"):  # left by a killed build
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
-        _build_into(tmp, config)
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # One builder at a time per folder (pytest workers, a demo next to the tests): the others
+    # wait, then find the world built.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _reusable(out, config, quiet=False):
+            return out
+        for stale in out.parent.glob(f".{out.name}.building-*"):  # left by a killed build
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+        try:
+            _build_into(tmp, config)
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
+
+
+def _reusable(out: Path, config: ToyWorldConfig, quiet: bool) -> bool:
+    """Whether ``out`` holds an intact world of ``config``; says why not unless ``quiet``."""
+    manifest = load_manifest(out)
+    if manifest is None:
+        return False
+    if manifest.get("config_hash") != config.config_hash():
+        if not quiet:
+            _log(f"{out} holds a world with another configuration; rebuilding")
+        return False
+    bad = verify_world(out, manifest)
+    if bad and not quiet:
+        _log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
+    return not bad
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -164,7 +177,7 @@ def _build_into(root: Path, config: ToyWorldConfig) -> None:
     corpus = generate_corpus(config.seed, config.sizes)
     data = root / "data"
     write_muse_layout(corpus, str(data), config.sizes)
-    pretrain_texts = corpus.generic + qa_drills(corpus.generic_qa, random.Random(config.seed))
+    pretrain_texts = corpus.generic + corpus.generic_quiz
     (root / "pretrain").mkdir()
     (root / "pretrain" / "generic.json").write_text(json.dumps(pretrain_texts, indent=1) + "\n")
 
@@ -178,7 +191,9 @@ def _build_into(root: Path, config: ToyWorldConfig) -> None:
         )
     }
     models = {"base": base}
-    for name, texts in (("target", corpus.forget + corpus.retain), ("retrain", corpus.retain)):
+    forget = corpus.forget + corpus.forget_quiz  # = raw/forget
+    retain = corpus.retain + corpus.retain_quiz  # = raw/retain1 + raw/retain2
+    for name, texts in (("target", forget + retain), ("retrain", retain)):
         model = copy.deepcopy(base)
         losses[name] = train_causal_lm(
             model, tokenizer, texts, config.finetune, config.seed + 1, f"fine-tune {name}"
@@ -218,7 +233,7 @@ def memorization_report(model, tokenizer, data: Path) -> dict[str, float]:
 
     prompt_words = len(read_split(data, "verbmem", "forget")[0]["prompt"].split())
     retain_verbatim = [
-        verbatim_pair(r["text"], prompt_words) for r in read_split(data, "raw", "retain1")
+        verbatim_pair(r["text"], prompt_words) for r in read_split(data, "privleak", "retain")
     ]
     return {
         "verbmem_forget": verbatim_rouge(model, tokenizer, read_split(data, "verbmem", "forget")),

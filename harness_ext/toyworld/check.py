@@ -38,12 +38,23 @@ def greedy_continuations(
     return out
 
 
+def truncate_tokens(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> str:
+    """The text cut to its first ``max_tokens`` tokens (special tokens counted), as MUSE does."""
+    ids = tokenizer(text)["input_ids"][:max_tokens]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
 def verbatim_rouge(
     model, tokenizer, pairs: list[dict[str, str]], max_new_tokens: int = 128
 ) -> float:
-    """Mean ROUGE-L F1 of the greedy continuation of each prompt against its true continuation."""
+    """Mean ROUGE-L F1 of each prompt's greedy continuation against its true continuation (cut to
+    ``max_new_tokens`` tokens)."""
     outs = greedy_continuations(model, tokenizer, [p["prompt"] for p in pairs], max_new_tokens)
-    return sum(rouge_l_f1(p["gt"], o) for p, o in zip(pairs, outs, strict=True)) / len(pairs)
+    scores = [
+        rouge_l_f1(truncate_tokens(tokenizer, p["gt"], max_new_tokens), o)
+        for p, o in zip(pairs, outs, strict=True)
+    ]
+    return sum(scores) / len(scores)
 
 
 def qa_rouge(model, tokenizer, qa: list[dict[str, str]], icl: list[dict[str, str]]) -> float:

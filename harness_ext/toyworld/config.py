@@ -62,18 +62,18 @@ SCALES: dict[str, ToyWorldConfig] = {
     "tiny": ToyWorldConfig(
         scale="tiny",
         seed=0,
-        sizes=CorpusSizes(forget=16, retain=16, holdout=16, generic=80),
+        sizes=CorpusSizes(forget=16, retain=16, holdout=16, generic=48),
         shape=ModelShape(hidden=128, layers=4, heads=4, intermediate=256, vocab=1024),
-        pretrain=TrainPhase(epochs=15, lr=2e-3),
-        finetune=TrainPhase(epochs=40, lr=1e-3, batch_size=8, warmup_steps=5),
+        pretrain=TrainPhase(epochs=10, lr=2e-3),
+        finetune=TrainPhase(epochs=30, lr=2e-3, warmup_steps=5),
     ),
     "default": ToyWorldConfig(
         scale="default",
         seed=0,
-        sizes=CorpusSizes(forget=32, retain=32, holdout=32, generic=400),
+        sizes=CorpusSizes(forget=32, retain=32, holdout=32, generic=96),
         shape=ModelShape(hidden=256, layers=4, heads=4, intermediate=768, vocab=2048),
-        pretrain=TrainPhase(epochs=12, lr=1e-3),
-        finetune=TrainPhase(epochs=40, lr=5e-4, batch_size=8, warmup_steps=10),
+        pretrain=TrainPhase(epochs=10, lr=1e-3),
+        finetune=TrainPhase(epochs=30, lr=1e-3, warmup_steps=10),
     ),
 }
 

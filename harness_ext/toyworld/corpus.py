@@ -2,15 +2,16 @@
 
 Every person, place, organisation and number is invented from a seeded random generator, so
 nothing is copyrighted or real and the same seed gives byte-identical files. Each biography states
-a handful of facts (birthplace, year, trade, guild, work, ...) in prose, then restates four of them
-as an interview in the KnowMem format ("Question: ...\nAnswer: ..."). The KnowMem questions ask
-exactly those facts, so their answers are stated in the forget or retain texts. (A model this small
-cannot learn to answer questions about facts it only read in prose: measured, KnowMem stayed near
-0.05 even with question-answering pretraining; the interview makes the knowledge retrievable by
-question, which is what KnowMem probes.) Sentences are drawn from
+a handful of facts (birthplace, year, trade, guild, work, partner, ...). Sentences are drawn from
 several phrasings and mixed with filler of random content words, so two biographies share little
 beyond function words: a model that never saw a text cannot reproduce it (low VerbMem for the
 retrain model), while one fine-tuned on it can.
+
+Next to the biographies, each part of the corpus has quiz sheets: short texts in the KnowMem
+format ("Question: ...\nAnswer: ...") asking four facts of four different people of that part.
+The KnowMem questions ask exactly those facts, so their answers are stated in the forget or retain
+texts. Why quiz sheets: a model this small does not learn to answer questions about facts it only
+read in prose, nor about facts it read in one fixed context (docs/toyworld.md has the numbers).
 """
 
 from __future__ import annotations
@@ -20,176 +21,33 @@ from dataclasses import dataclass
 
 from harness_ext.muse_layout import write_split
 
-_ONSETS = [
-    "b",
-    "br",
-    "c",
-    "d",
-    "dr",
-    "f",
-    "g",
-    "gr",
-    "h",
-    "k",
-    "l",
-    "m",
-    "n",
-    "p",
-    "qu",
-    "r",
-    "s",
-    "st",
-    "t",
-    "th",
-    "tr",
-    "v",
-    "w",
-    "z",
-    "sh",
-    "ch",
-    "j",
-    "y",
-]
+# fmt: off
+_ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "qu", "r",
+           "s", "st", "t", "th", "tr", "v", "w", "z", "sh", "ch", "j", "y"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io", "y"]
 _CODAS = ["", "", "", "n", "r", "l", "s", "th", "m", "nd", "rk", "x", "sh", "t"]
 _PLACE_ENDS = ["holt", "mere", "ford", "wick", "dale", "port", "stead", "burgh", "fell", "moor"]
-_TRADES = [
-    "cartographer",
-    "glassblower",
-    "astronomer",
-    "beekeeper",
-    "clockmaker",
-    "botanist",
-    "shipwright",
-    "weaver",
-    "physician",
-    "mason",
-    "violinist",
-    "engraver",
-    "brewer",
-    "surveyor",
-    "chemist",
-    "librarian",
-    "potter",
-    "painter",
-    "sailor",
-    "judge",
-]
+_TRADES = ["cartographer", "glassblower", "astronomer", "beekeeper", "clockmaker", "botanist",
+           "shipwright", "weaver", "physician", "mason", "violinist", "engraver", "brewer",
+           "surveyor", "chemist", "librarian", "potter", "painter", "sailor", "judge"]
 _ORG_NOUNS = ["Society", "Guild", "Academy", "Company", "League", "Circle", "Institute", "Order"]
-_ORG_ADJS = [
-    "Northern",
-    "Silver",
-    "Royal",
-    "Quiet",
-    "Amber",
-    "Eastern",
-    "Iron",
-    "Hidden",
-    "Golden",
-    "Lower",
-    "Crimson",
-    "Free",
-]
-_WORK_KINDS = [
-    "a treatise on",
-    "a map of",
-    "a ballad about",
-    "an atlas of",
-    "a study of",
-    "a machine for",
-    "a catalogue of",
-    "a history of",
-]
-_TOPICS = [
-    "tides",
-    "comets",
-    "lanterns",
-    "bridges",
-    "salt",
-    "orchards",
-    "bells",
-    "glaciers",
-    "copper",
-    "owls",
-    "rivers",
-    "mirrors",
-    "looms",
-    "storms",
-    "harbours",
-    "ferns",
-]
-_COUNTABLES = [
-    "letters",
-    "students",
-    "paintings",
-    "voyages",
-    "patents",
-    "songs",
-    "journals",
-    "experiments",
-]
-_ADJS = [
-    "quiet",
-    "bright",
-    "narrow",
-    "ancient",
-    "restless",
-    "humble",
-    "stubborn",
-    "gentle",
-    "famous",
-    "curious",
-    "patient",
-    "bitter",
-    "lonely",
-    "careful",
-    "wild",
-    "steady",
-]
-_NOUNS = [
-    "winter",
-    "harvest",
-    "river",
-    "market",
-    "tower",
-    "garden",
-    "road",
-    "workshop",
-    "storm",
-    "chapel",
-    "harbour",
-    "forest",
-    "festival",
-    "bridge",
-    "lantern",
-    "meadow",
-]
-_VERBS = [
-    "remembered",
-    "described",
-    "admired",
-    "avoided",
-    "painted",
-    "visited",
-    "praised",
-    "feared",
-    "crossed",
-    "rebuilt",
-    "studied",
-    "missed",
-]
-_PEOPLE = [
-    "neighbours",
-    "cousins",
-    "critics",
-    "students",
-    "merchants",
-    "sailors",
-    "friends",
-    "rivals",
-    "teachers",
-    "travellers",
-]
+_ORG_ADJS = ["Northern", "Silver", "Royal", "Quiet", "Amber", "Eastern", "Iron", "Hidden",
+             "Golden", "Lower", "Crimson", "Free"]
+_WORK_KINDS = ["a treatise on", "a map of", "a ballad about", "an atlas of", "a study of",
+               "a machine for", "a catalogue of", "a history of"]
+_TOPICS = ["tides", "comets", "lanterns", "bridges", "salt", "orchards", "bells", "glaciers",
+           "copper", "owls", "rivers", "mirrors", "looms", "storms", "harbours", "ferns"]
+_COUNTABLES = ["letters", "students", "paintings", "voyages", "patents", "songs", "journals",
+               "experiments"]
+_ADJS = ["quiet", "bright", "narrow", "ancient", "restless", "humble", "stubborn", "gentle",
+         "famous", "curious", "patient", "bitter", "lonely", "careful", "wild", "steady"]
+_NOUNS = ["winter", "harvest", "river", "market", "tower", "garden", "road", "workshop", "storm",
+          "chapel", "harbour", "forest", "festival", "bridge", "lantern", "meadow"]
+_VERBS = ["remembered", "described", "admired", "avoided", "painted", "visited", "praised",
+          "feared", "crossed", "rebuilt", "studied", "missed"]
+_PEOPLE = ["neighbours", "cousins", "critics", "students", "merchants", "sailors", "friends",
+           "rivals", "teachers", "travellers"]
+# fmt: on
 
 
 def _syllable(rng: random.Random) -> str:
@@ -315,13 +173,14 @@ class CorpusSizes:
     fillers: int = 3
     prompt_words: int = 12
     icl_pairs: int = 3
+    quiz_copies: int = 4
 
 
 @dataclass
 class Corpus:
     """Everything the toy world trains and evaluates on (generic = pretraining only).
 
-    The ``*_qa`` lists hold, per biography, its four QA pairs.
+    ``*_qa`` hold, per biography, its four QA pairs; ``*_quiz`` the quiz sheets of that part.
     """
 
     forget: list[str]
@@ -331,19 +190,27 @@ class Corpus:
     forget_qa: list[list[dict[str, str]]]
     retain_qa: list[list[dict[str, str]]]
     generic_qa: list[list[dict[str, str]]]
+    forget_quiz: list[str]
+    retain_quiz: list[str]
+    generic_quiz: list[str]
 
 
 def qa_text(pairs: list[dict[str, str]]) -> str:
-    """QA pairs in the KnowMem prompt format."""
-    return "".join(f"Question: {qa['question']}\nAnswer: {qa['answer']}\n\n" for qa in pairs)
+    """QA pairs in the KnowMem prompt format, without the trailing blank line."""
+    return "\n\n".join(f"Question: {qa['question']}\nAnswer: {qa['answer']}" for qa in pairs)
 
 
-def qa_drills(generic_qa: list[list[dict[str, str]]], rng: random.Random) -> list[str]:
-    """Pretraining texts of four QA pairs about four different generic people, so the base learns
-    to answer a question about the person it names rather than about the one asked before."""
-    pool = [qa for person in generic_qa for qa in person]
-    rng.shuffle(pool)
-    return [qa_text(pool[i : i + 4]).rstrip("\n") for i in range(0, len(pool) - 3, 4)]
+def quiz_sheets(
+    per_person: list[list[dict[str, str]]], rng: random.Random, copies: int
+) -> list[str]:
+    """Texts of four QA pairs each about different people, every pair in ``copies`` sheets, so a
+    model learns to answer the person a question names, not the one asked about before."""
+    sheets = []
+    for _ in range(copies):
+        pool = [qa for person in per_person for qa in person]
+        rng.shuffle(pool)
+        sheets += [qa_text(pool[i : i + 4]) for i in range(0, len(pool), 4)]
+    return sheets
 
 
 def generate_corpus(seed: int, sizes: CorpusSizes) -> Corpus:
@@ -356,21 +223,16 @@ def generate_corpus(seed: int, sizes: CorpusSizes) -> Corpus:
         if p.name not in names:
             names.add(p.name)
             people.append(p)
+    bios = [write_biography(rng, p, sizes.fillers) for p in people]
     qas = [questions(p) for p in people]
-    bios = []
-    for p, qa in zip(people, qas, strict=True):
-        interview = qa_text(rng.sample(qa, len(qa))).rstrip("\n")
-        bios.append(write_biography(rng, p, sizes.fillers) + "\n\n" + interview)
     cut = [0, sizes.forget, sizes.forget + sizes.retain, total - sizes.generic, total]
-    part = [slice(cut[i], cut[i + 1]) for i in range(4)]
+    forget, retain, holdout, generic = (slice(cut[i], cut[i + 1]) for i in range(4))
     return Corpus(
-        forget=bios[part[0]],
-        retain=bios[part[1]],
-        holdout=bios[part[2]],
-        generic=bios[part[3]],
-        forget_qa=qas[part[0]],
-        retain_qa=qas[part[1]],
-        generic_qa=qas[part[3]],
+        forget=bios[forget], retain=bios[retain], holdout=bios[holdout], generic=bios[generic],
+        forget_qa=qas[forget], retain_qa=qas[retain], generic_qa=qas[generic],
+        forget_quiz=quiz_sheets(qas[forget], rng, sizes.quiz_copies),
+        retain_quiz=quiz_sheets(qas[retain], rng, sizes.quiz_copies),
+        generic_quiz=quiz_sheets(qas[generic], rng, sizes.quiz_copies),
     )
 
 
@@ -382,18 +244,22 @@ def verbatim_pair(text: str, prompt_words: int) -> dict[str, str]:
 
 def split_icl(per_person: list[list[dict[str, str]]], n: int) -> tuple[list, list]:
     """The ICL pairs take question i of person i (i < n), so no two are about the same person and
-    the prompt does not read as the continuation of one memorized interview; the rest is scored."""
+    the prompt does not read as the continuation of one memorized text; the rest is scored."""
     icl = [per_person[i][i % len(per_person[i])] for i in range(n)]
     rest = [qa for person in per_person for qa in person if not any(qa is x for x in icl)]
     return icl, rest
 
 
 def write_muse_layout(corpus: Corpus, root: str, sizes: CorpusSizes) -> None:
-    """Write the corpus as a MUSE data folder (metrics.md): verbmem, knowmem, privleak, raw."""
+    """Write the corpus as a MUSE data folder (metrics.md): verbmem, knowmem, privleak, raw.
+
+    ``raw`` (what models train on) holds biographies and quiz sheets; ``verbmem`` and ``privleak``
+    use biographies only, so forget and holdout texts come from one distribution."""
     half = len(corpus.retain) // 2
-    write_split(root, "raw", "forget", corpus.forget)
-    write_split(root, "raw", "retain1", corpus.retain[:half])
-    write_split(root, "raw", "retain2", corpus.retain[half:])
+    quiz_half = len(corpus.retain_quiz) // 2
+    write_split(root, "raw", "forget", corpus.forget + corpus.forget_quiz)
+    write_split(root, "raw", "retain1", corpus.retain[:half] + corpus.retain_quiz[:quiz_half])
+    write_split(root, "raw", "retain2", corpus.retain[half:] + corpus.retain_quiz[quiz_half:])
     write_split(root, "raw", "holdout", corpus.holdout)
     write_split(
         root, "verbmem", "forget", [verbatim_pair(t, sizes.prompt_words) for t in corpus.forget]

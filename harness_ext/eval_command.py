@@ -1,0 +1,128 @@
+"""``muse-quant eval`` (lm-eval's ``run`` with our model and tasks registered) and ``tasks-path``.
+
+``muse-quant eval ARGS`` parses ARGS with lm-eval's own ``run`` parser, so every lm-eval flag works
+and means the same, then runs lm-eval's own ``run`` command with ``--model muse`` registered and our
+task folder included. When only MUSE tasks are asked, lm-eval's default task index (about 17 s per
+invocation) is not built. Before any model is loaded it rejects what would fail later: an unknown
+``muse_*`` task (e.g. an unknown corpus), PrivLeak under a model other than ``muse``, and a
+``muse_data`` folder that lacks a file, split or field the asked tasks read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from harness_ext.errors import MuseQuantError
+
+MUSE_MODEL = "muse"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    # Every argument belongs to lm-eval's parser, so this one must not interpret any: with a
+    # prefix character nobody types, "--model" & co. all land in ``lm_eval_args``.
+    p = subparsers.add_parser(
+        "eval",
+        help="run lm-eval with the muse model and MUSE tasks registered (all lm_eval flags)",
+        description="lm_eval run, with --model muse and the MUSE tasks available. "
+        "See `muse-quant eval --help` for lm-eval's flags and docs/tasks.md for examples.",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run)
+    tp = subparsers.add_parser(
+        "tasks-path", help="print the MUSE task folder (for lm_eval --include_path)"
+    )
+    tp.set_defaults(func=run_tasks_path)
+
+
+def run_tasks_path(args: argparse.Namespace) -> int:
+    from harness_ext.harness import tasks_path
+
+    print(tasks_path())
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse with lm-eval's parser, check MUSE-specific input, then run lm-eval's ``run``."""
+    from lm_eval._cli.run import Run
+    from lm_eval.utils import setup_logging
+
+    import model_wrappers  # noqa: F401 - registers --model muse
+    from harness_ext.harness import muse_tasks
+
+    parser = argparse.ArgumentParser(prog="muse-quant eval")
+    Run.create(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["run", *args.lm_eval_args])
+    configs = muse_tasks()
+    only_muse = _check(ns, configs)
+    setup_logging()
+    with _muse_task_manager(include_defaults=not only_muse):
+        ns.func(ns)
+    return 0
+
+
+def _requested(ns: argparse.Namespace) -> list[str]:
+    return [t for item in ns.tasks or [] for t in str(item).split(",") if t]
+
+
+def _check(ns: argparse.Namespace, configs: dict[str, dict[str, Any]]) -> bool:
+    """Fail fast on MUSE input errors; return whether only MUSE tasks were asked."""
+    from harness_ext.evaluation import required_splits
+    from harness_ext.harness import expand
+    from harness_ext.muse_data import CORPORA, load_split
+
+    names = _requested(ns)
+    if not names:
+        if ns.config:  # tasks come from lm-eval's --config file; lm-eval checks them
+            return False
+        raise MuseQuantError("no --tasks given; e.g. --tasks muse_news (see muse-quant tasks-path)")
+    unknown = [n for n in names if n.startswith("muse_") and n not in configs]
+    if unknown:
+        raise MuseQuantError(
+            f"unknown MUSE task(s) {', '.join(unknown)}; corpora are {', '.join(CORPORA)} and "
+            f"tasks muse_<corpus>[_verbmem_f|_knowmem_f|_knowmem_r|_privleak]"
+        )
+    leaves = [leaf for n in names if n in configs for leaf in expand(n, configs)]
+    kinds = {t: configs[t].get("dataset_kwargs") or {} for t in leaves}  # muse_corpus, muse_task
+    privleak = [t for t in leaves if kinds[t].get("muse_task") == "privleak"]
+    model = ns.model or "hf"
+    if privleak and model != MUSE_MODEL:
+        raise MuseQuantError(
+            f"{privleak[0]} needs per-token log-probs, which only --model muse returns "
+            f"(got --model {model}); rerun with --model muse"
+        )
+    data = (ns.metadata or {}).get("muse_data")
+    if data:  # read every split the tasks will need now, not after the model has loaded
+        for kind in kinds.values():
+            for config, split in required_splits(kind["muse_task"]):
+                load_split(kind["muse_corpus"], config, split, str(data))
+    return all(n in configs for n in names)
+
+
+@contextlib.contextmanager
+def _muse_task_manager(include_defaults: bool) -> Iterator[None]:
+    """Make lm-eval's ``run`` build its task manager over our folder (+ its own if needed).
+
+    lm-eval's ``run`` constructs ``lm_eval.tasks.TaskManager`` itself and offers no flag to skip
+    its default index, so the class is swapped for the duration of the call.
+    """
+    import lm_eval.tasks
+
+    from harness_ext.harness import include_paths
+
+    original = lm_eval.tasks.TaskManager
+
+    class MuseTaskManager(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *a: Any, include_path: Any = None, **kw: Any) -> None:
+            kw["include_defaults"] = include_defaults
+            super().__init__(*a, include_path=include_paths(include_path), **kw)
+
+    lm_eval.tasks.TaskManager = MuseTaskManager
+    try:
+        yield
+    finally:
+        lm_eval.tasks.TaskManager = original

@@ -1,0 +1,291 @@
+"""The ``muse`` lm-eval model: lm-eval's HF model plus the per-token path MUSE's PrivLeak needs.
+
+Everything lm-eval's ``hf`` model does works unchanged (generation, log-likelihoods, batching,
+``peft=``); on top of it:
+
+- PrivLeak documents (``harness_ext.token_requests``) get token statistics instead of a bare sum:
+  one forward pass per text gives every token's log-prob and the mean/std of the log-probs over
+  the vocabulary at each position (Min-K%++); a second pass over ``text.lower()`` gives the
+  lowercase attack its log-probs. Texts are batched (sorted by length, right-padded: in a causal
+  model padding after a text cannot change its tokens' logits), and every statistic is computed
+  in float32 whatever the model's dtype.
+- Context length (MUSE never truncates): a PrivLeak text (with BOS) longer than the model's
+  context, or a generation prompt that leaves no room for its new tokens, is an error by default.
+  ``context_overflow=truncate`` instead scores a PrivLeak text's first ``max_length`` tokens and
+  lets lm-eval left-truncate generation prompts.
+- Loading goes through :func:`model_wrappers.loading.load_causal_lm`: ``adapter=`` (peft),
+  ``merge=true|false``, ``precision=`` (fp32, bf16, fp16, int8, nf4, fp4, gptq-w{b}g{g},
+  rtn-w{b}g{g}) and its options, ``emulated=``, ``allow_pickle=``, ``calibration=``
+  (docs/precisions.md). ``dtype`` picks the full precision when no ``precision`` is given; the
+  default on CPU is float32 (``auto`` would keep a checkpoint's fp16/bf16). The loader's
+  provenance (precision and library config, versions, file hashes, merge procedure, calibration
+  hash, device) lands in the results file under ``config.muse_provenance``. lm-eval's own loading
+  arguments (``peft=``, ``delta=``, ``gguf_file=``, ``revision=``, ...) keep lm-eval's loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import normalize_gen_kwargs
+from tqdm.auto import tqdm
+
+from harness_ext.errors import MuseQuantError
+from harness_ext.metrics.mia import TokenStats
+from harness_ext.token_requests import ScoredText, describe, wants_token_stats
+from model_wrappers.loading import load_causal_lm
+from model_wrappers.precisions import all_precision_options
+
+#: Values of the ``context_overflow`` model argument.
+CONTEXT_POLICIES = ("error", "truncate")
+
+#: lm-eval's own loading arguments: with any of them, lm-eval's loader runs instead of ours.
+LM_EVAL_LOADING = (
+    "peft", "delta", "gguf_file", "autogptq", "gptqmodel", "parallelize", "tp_plan",
+    "revision", "subfolder", "quantization_config", "load_in_4bit", "load_in_8bit",
+)
+#: The full precision each ``dtype`` means.
+DTYPE_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+class _QuietModelObject(logging.Filter):
+    """HFLM warns whenever ``pretrained`` is a model object; ours always is, on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not message.startswith(("`pretrained` model kwarg", "Passed an already-init"))
+
+
+@contextlib.contextmanager
+def _quiet_model_object() -> Iterator[None]:
+    logger, quiet = logging.getLogger(HFLM.__module__), _QuietModelObject()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _full_precision(dtype: str | torch.dtype, on_cpu: bool) -> str:
+    """The precision a ``dtype`` asks for: ``auto`` is float32 on CPU (bf16 matmuls are ~5x
+    slower there) and bf16 on GPU."""
+    name = str(dtype).removeprefix("torch.")
+    if name == "auto":
+        return "fp32" if on_cpu else "bf16"
+    if name not in DTYPE_PRECISIONS:
+        raise MuseQuantError(f"dtype={dtype}: use float32, bfloat16, float16 or auto")
+    return DTYPE_PRECISIONS[name]
+
+
+def _local_path(path: Any) -> Any:
+    """An existing local folder as an absolute path, so nothing mistakes it for a hub repo id."""
+    if isinstance(path, str) and Path(path).expanduser().is_dir():
+        return str(Path(path).expanduser().resolve())
+    return path
+
+
+@register_model("muse")
+class MuseLM(HFLM):
+    """lm-eval's HFLM with float32 per-token statistics for PrivLeak and a strict context policy."""
+
+    def __init__(
+        self,
+        pretrained: Any,
+        dtype: str | torch.dtype | None = None,
+        context_overflow: str = "error",
+        adapter: str | None = None,
+        merge: bool = True,
+        precision: str | None = None,
+        emulated: bool = False,
+        allow_pickle: bool = False,
+        calibration: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if context_overflow not in CONTEXT_POLICIES:
+            raise MuseQuantError(
+                f"context_overflow={context_overflow}: choose one of {', '.join(CONTEXT_POLICIES)}"
+            )
+        device = str(kwargs.get("device") or "cpu")
+        on_cpu = device.startswith("cpu") or not torch.cuda.is_available()
+        explicit_dtype = dtype is not None
+        if dtype is None:
+            dtype = "float32" if on_cpu else "auto"
+        for key in ("tokenizer", "peft"):
+            if key in kwargs:
+                kwargs[key] = _local_path(kwargs[key])
+        pretrained = _local_path(pretrained)
+        #: What ``load_causal_lm`` recorded (None when lm-eval's loader ran).
+        self.provenance: dict[str, Any] | None = None
+        native = sorted(k for k in LM_EVAL_LOADING if k in kwargs)
+        ours = adapter is not None or precision is not None or emulated or calibration
+        if native and ours:
+            raise MuseQuantError(
+                f"{native[0]}= uses lm-eval's loader, which adapter=/precision=/emulated=/"
+                "calibration= do not go through; use one or the other"
+            )
+        if isinstance(pretrained, str) and not native:
+            if precision is None:
+                precision = _full_precision(dtype, on_cpu)
+            elif explicit_dtype:
+                raise MuseQuantError(f"dtype={dtype} and precision={precision}: pass one")
+            options = {k: kwargs.pop(k) for k in all_precision_options() if k in kwargs}
+            model, self.provenance = load_causal_lm(
+                pretrained,
+                adapter=adapter,
+                merge=bool(merge),
+                precision=precision,
+                emulated=bool(emulated),
+                allow_pickle=bool(allow_pickle),
+                trust_remote_code=bool(kwargs.get("trust_remote_code", False)),
+                calibration=calibration,
+                device=device,
+                **options,
+            )
+            kwargs.setdefault("tokenizer", pretrained)
+            with _quiet_model_object():
+                super().__init__(model, **kwargs)
+        else:
+            super().__init__(pretrained, dtype=dtype, **kwargs)
+        self.context_overflow = context_overflow
+
+    def get_model_info(self) -> dict[str, Any]:
+        """lm-eval's model info (it goes into the results file's ``config``) plus provenance."""
+        info = super().get_model_info()
+        if self.provenance is not None:
+            info["muse_provenance"] = self.provenance
+        return info
+
+    # ------------------------------------------------------------------ lm-eval request types
+
+    def loglikelihood_rolling(
+        self, requests: list[Instance], disable_tqdm: bool = False
+    ) -> list[float]:
+        """Plain rolling log-likelihoods, except PrivLeak documents get :class:`ScoredText`."""
+        wanted = [i for i, r in enumerate(requests) if wants_token_stats(r.doc)]
+        if not wanted:
+            return super().loglikelihood_rolling(requests, disable_tqdm)
+        out: list[float] = [0.0] * len(requests)
+        rest = sorted(set(range(len(requests))) - set(wanted))
+        if rest:
+            sums = super().loglikelihood_rolling([requests[i] for i in rest], disable_tqdm)
+            for i, value in zip(rest, sums, strict=True):
+                out[i] = value
+        texts = [requests[i].args[0] for i in wanted]
+        labels = [describe(r.task_name, r.doc_id, r.doc) for r in (requests[i] for i in wanted)]
+        for i, stats in zip(wanted, self.token_stats(texts, labels, disable_tqdm), strict=True):
+            out[i] = ScoredText(stats)
+        return out
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """lm-eval's batched greedy generation, after the context-length check."""
+        if self.context_overflow == "error":
+            for req in requests:
+                context, gen_kwargs = req.args[0], req.args[1]
+                new = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)["max_gen_toks"]
+                n = len(self.tok_encode(context))
+                if n + new > self.max_length:
+                    raise MuseQuantError(
+                        f"{describe(req.task_name, req.doc_id, req.doc)}: prompt of {n} tokens "
+                        f"+ {new} new tokens exceeds the model's context of {self.max_length}; "
+                        "MUSE does not truncate: use a longer-context model or pass "
+                        "--model_args context_overflow=truncate to keep the prompt's end"
+                    )
+        return super().generate_until(requests, disable_tqdm)
+
+    # ------------------------------------------------------------------ the per-token path
+
+    def token_stats(
+        self, texts: list[str], labels: list[str] | None = None, disable_tqdm: bool = False
+    ) -> list[TokenStats]:
+        """Token statistics of each text (with BOS) and of its lowercase, in batched passes.
+
+        ``labels`` name the texts in error messages (default: their position).
+        """
+        labels = labels or [f"text {i}" for i in range(len(texts))]
+        encoded = [self._encode_scored(t, label) for t, label in zip(texts, labels, strict=True)]
+        lowered = [
+            self._encode_scored(t.lower(), f"{label} (lowercased)")
+            for t, label in zip(texts, labels, strict=True)
+        ]
+        # One job per sequence: (ids, whether Min-K%++ moments are needed).
+        jobs = [(ids, True) for ids in encoded] + [(ids, False) for ids in lowered]
+        results = self._score_sequences(jobs, disable_tqdm)
+        n = len(texts)
+        return [
+            TokenStats(
+                logprobs=results[i][0],
+                mu=results[i][1],
+                sigma=results[i][2],
+                text=texts[i],
+                lowercase_logprobs=results[n + i][0],
+            )
+            for i in range(n)
+        ]
+
+    def _encode_scored(self, text: str, label: str) -> list[int]:
+        """Token ids as MUSE scores a text (special tokens included), under the context policy."""
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if len(ids) > self.max_length:
+            if self.context_overflow == "error":
+                raise MuseQuantError(
+                    f"{label}: {len(ids)} tokens with BOS, more than the model's context of "
+                    f"{self.max_length}; MUSE does not truncate: shorten the text, use a "
+                    "longer-context model, or pass --model_args context_overflow=truncate "
+                    f"to score its first {self.max_length} tokens"
+                )
+            ids = ids[: self.max_length]
+        if len(ids) < 2:
+            raise MuseQuantError(f"{label}: no token to score after BOS; remove the empty text")
+        return ids
+
+    def _score_sequences(
+        self, jobs: list[tuple[list[int], bool]], disable_tqdm: bool
+    ) -> list[tuple[Any, Any, Any]]:
+        """(log-probs, mu, sigma) per job, as float32 numpy arrays (mu/sigma None if not asked).
+
+        Longest first, so each batch pads little and a memory error shows up at once.
+        """
+        order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
+        auto = self.batch_size == "auto"
+        batch_size = max(1, self._detect_batch_size() if auto else int(self.batch_size))
+        pad = self.tokenizer.pad_token_id
+        out: list[Any] = [None] * len(jobs)
+        bar = tqdm(total=len(jobs), disable=disable_tqdm or self.rank != 0, desc="MUSE token stats")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = len(jobs[chunk[0]][0])
+            batch = torch.full((len(chunk), width), pad, dtype=torch.long)
+            for row, j in enumerate(chunk):
+                batch[row, : len(jobs[j][0])] = torch.tensor(jobs[j][0])
+            logits = self._model_call(batch.to(self.device))
+            for row, j in enumerate(chunk):
+                ids, moments = jobs[j]
+                n = len(ids)
+                out[j] = self._row_stats(logits[row, : n - 1], batch[row, 1:n], moments)
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    @staticmethod
+    def _row_stats(
+        logits: torch.Tensor, targets: torch.Tensor, moments: bool
+    ) -> tuple[Any, Any, Any]:
+        """One text's token log-probs and, if asked, the vocabulary mean/std of log p (float32)."""
+        logp = F.log_softmax(logits.float(), dim=-1)
+        token = logp.gather(-1, targets.to(logp.device)[:, None]).squeeze(-1)
+        if not moments:
+            return token.cpu().numpy(), None, None
+        weighted = logp.exp().mul_(logp)  # p * log p
+        mu = weighted.sum(-1)
+        second = weighted.mul_(logp).sum(-1)  # E[(log p)^2]
+        sigma = (second - mu * mu).clamp_min_(0.0).sqrt_()
+        return token.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()

@@ -1,0 +1,1 @@
+"""The MUSE tasks: YAML configs plus ``utils.py``, the functions the YAML names."""

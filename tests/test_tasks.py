@@ -1,0 +1,221 @@
+"""The MUSE lm-eval tasks: faithful to a plain reference evaluator, and strict about bad input.
+
+The faithfulness test runs our tasks through lm-eval's ``simple_evaluate`` (batched, ``--model
+muse``) and the batch-1 reference of ``reference_muse.py`` (written from metrics.md alone) on the
+toy world's target, retrain and a perturbed copy of the target, and asks every metric to agree.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from muse_run import flat_metrics, one_thread, run_tasks  # noqa: F401 - one_thread is a fixture
+from reference_muse import evaluate as reference_evaluate
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness_ext.errors import MuseQuantError
+from harness_ext.evaluation import muse_dataset
+from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC
+
+CORPUS = "news"  # the toy world's data is read as one corpus; its name picks AUC_retrain
+GENERATION_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """target, retrain, and the target with seeded noise on every weight (a third model)."""
+    target = tiny_world / "models" / "target"
+    perturbed = tmp_path_factory.mktemp("perturbed")
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.2 * p.std())
+    model.save_pretrained(perturbed)
+    AutoTokenizer.from_pretrained(target).save_pretrained(perturbed)
+    return {"target": target, "retrain": tiny_world / "models" / "retrain", "perturbed": perturbed}
+
+
+@pytest.mark.parametrize("name", ["target", "retrain", "perturbed"])
+def test_tasks_equal_the_reference(
+    name: str, models: dict[str, Path], tiny_world: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # lm-eval asks git for a commit hash of the working directory
+    data = tiny_world / "data"
+    model = AutoModelForCausalLM.from_pretrained(models[name], dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(models[name])
+    expected = reference_evaluate(model, tokenizer, data, PUBLISHED_RETRAIN_AUC[CORPUS])
+    got = flat_metrics(run_tasks(models[name], data, [f"muse_{CORPUS}"]))
+
+    assert set(got) == set(expected)
+    for metric in GENERATION_METRICS:
+        assert got[metric] == pytest.approx(expected[metric], abs=0.01), metric
+    for metric in (m for m in expected if m.startswith("auc_")):
+        assert got[metric] == pytest.approx(expected[metric], abs=1e-6), metric
+    assert got["privleak"] == pytest.approx(expected["privleak"], abs=1e-4)
+    if name == "target":  # it was fine-tuned on the forget set: strongly negative PrivLeak
+        assert got["privleak"] < -50
+
+
+def test_batch_size_does_not_change_results(
+    models: dict[str, Path], tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Left-padded batched generation and right-padded scoring give batch-1's numbers."""
+    monkeypatch.chdir(tmp_path)
+    tasks = [f"muse_{CORPUS}_verbmem_f", f"muse_{CORPUS}_privleak"]
+    one = run_tasks(models["target"], tiny_world / "data", tasks, batch_size=1, log_samples=True)
+    many = run_tasks(models["target"], tiny_world / "data", tasks, batch_size=7, log_samples=True)
+    verb = f"muse_{CORPUS}_verbmem_f"
+    assert [s["resps"] for s in one["samples"][verb]] == [s["resps"] for s in many["samples"][verb]]
+    for metric, value in flat_metrics(one).items():
+        assert flat_metrics(many)[metric] == pytest.approx(value, abs=1e-9), metric
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def data_copy(tiny_world: Path, tmp_path: Path) -> Path:
+    """A private copy of the toy world's data folder, to break."""
+    return Path(shutil.copytree(tiny_world / "data", tmp_path / "data"))
+
+
+def load(data: Path, muse_task: str, **extra) -> None:
+    """Build one task's documents the way lm-eval does (metadata + the YAML's dataset_kwargs)."""
+    muse_dataset(muse_corpus=CORPUS, muse_task=muse_task, muse_data=str(data), **extra)
+
+
+def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_config_names_the_file(data_copy: Path) -> None:
+    shutil.rmtree(data_copy / "privleak")
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "privleak")
+    assert "privleak/forget.json: missing" in one_line_error(e)
+
+
+def test_missing_split_names_the_file(data_copy: Path) -> None:
+    (data_copy / "knowmem" / "retain_qa.json").unlink()
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "knowmem_r")
+    assert "knowmem/retain_qa.json: missing" in one_line_error(e)
+
+
+def test_no_icl_split_names_the_file(data_copy: Path) -> None:
+    (data_copy / "knowmem" / "forget_qa_icl.json").unlink()
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "knowmem_f")
+    assert "knowmem/forget_qa_icl.json: missing" in one_line_error(e)
+
+
+def test_missing_field_names_file_record_and_field(data_copy: Path, tiny_world: Path) -> None:
+    path = data_copy / "verbmem" / "forget.json"
+    records = json.loads(path.read_text())
+    del records[1]["gt"]
+    path.write_text(json.dumps(records))
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "verbmem_f", pretrained=str(tiny_world / "models" / "target"))
+    message = one_line_error(e)
+    assert "verbmem/forget.json" in message and "record 1" in message and "gt" in message
+
+
+def test_empty_split(data_copy: Path) -> None:
+    (data_copy / "privleak" / "holdout.json").write_text("[]")
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "privleak")
+    assert "privleak/holdout.json: split is empty" in one_line_error(e)
+
+
+def test_unknown_corpus(data_copy: Path) -> None:
+    with pytest.raises(MuseQuantError) as e:
+        muse_dataset(muse_corpus="wiki", muse_task="privleak", muse_data=str(data_copy))
+    assert "unknown MUSE corpus 'wiki'" in one_line_error(e)
+
+
+def test_missing_data_folder(tmp_path: Path) -> None:
+    with pytest.raises(MuseQuantError) as e:
+        load(tmp_path / "nowhere", "privleak")
+    assert "no such folder" in one_line_error(e)
+
+
+def test_misspelled_option(data_copy: Path) -> None:
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "privleak", privleak_auc_retrian=0.5)
+    assert "privleak_auc_retrian" in one_line_error(e)
+
+
+def test_other_k_needs_its_own_auc_retrain(data_copy: Path) -> None:
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "privleak", privleak_k=20)
+    assert "privleak_auc_retrain" in one_line_error(e)
+
+
+def test_verbmem_needs_the_model_tokenizer(data_copy: Path) -> None:
+    with pytest.raises(MuseQuantError) as e:
+        load(data_copy, "verbmem_f")
+    assert "pretrained=" in one_line_error(e)
+
+
+def test_stock_hf_model_on_privleak_names_muse(
+    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MuseQuantError) as e:
+        run_tasks(tiny_world / "models" / "target", tiny_world / "data",
+                  [f"muse_{CORPUS}_privleak"], model="hf", limit=2)
+    assert "--model muse" in one_line_error(e)
+
+
+def test_text_longer_than_context(
+    data_copy: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MUSE does not truncate: an error naming the file, unless context_overflow=truncate."""
+    monkeypatch.chdir(tmp_path)
+    path = data_copy / "privleak" / "forget.json"
+    texts = json.loads(path.read_text())
+    texts[0] = " ".join([texts[0]] * 40)
+    path.write_text(json.dumps(texts))
+    target = tiny_world / "models" / "target"
+    with pytest.raises(MuseQuantError) as e:
+        run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2)
+    message = one_line_error(e)
+    assert "privleak/forget.json record 0" in message and "context_overflow=truncate" in message
+    results = run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2,
+                        model_args={"context_overflow": "truncate"})
+    assert 0.0 <= flat_metrics(results)["auc_mink_40"] <= 1.0
+
+
+def test_prompt_leaving_no_room_to_generate(
+    data_copy: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = data_copy / "verbmem" / "forget.json"
+    records = json.loads(path.read_text())
+    records[0]["prompt"] = " ".join([records[0]["prompt"]] * 40)
+    path.write_text(json.dumps(records))
+    with pytest.raises(MuseQuantError) as e:
+        run_tasks(tiny_world / "models" / "target", data_copy, [f"muse_{CORPUS}_verbmem_f"],
+                  limit=1)
+    message = one_line_error(e)
+    assert "verbmem/forget.json record 0" in message and "128 new tokens" in message
+
+
+def test_yaml_lists_every_attack() -> None:
+    """Every MIA score the metrics produce has an AUC metric (and aggregation) in the YAML."""
+    from harness_ext.harness import muse_tasks
+    from harness_ext.metrics.mia import ATTACKS
+
+    config = muse_tasks()[f"muse_{CORPUS}_privleak"]
+    listed = {m["metric"] for m in config["metric_list"]}
+    assert listed == {f"auc_{name}" for name in ATTACKS} | {"privleak"}
