@@ -168,10 +168,25 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 def _build_into(root: Path, config: ToyWorldConfig) -> None:
     import torch
 
+
+    started = time.time()
+    # One thread: the same seed then gives the same weights on any machine (the order of
+    # floating-point reductions depends on the thread count), and a busy second core cannot
+    # stall the many small matmuls of a model this size.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train_and_save(root, config, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_save(root: Path, config: ToyWorldConfig, started: float) -> None:
+    import torch
+
     from harness_ext.toyworld.tokenizer import train_bpe_tokenizer
     from harness_ext.toyworld.training import new_llama, train_causal_lm
 
-    started = time.time()
     torch.manual_seed(config.seed)
     _log(f"building the {config.scale} world into {root.name} (seed {config.seed})")
     corpus = generate_corpus(config.seed, config.sizes)

@@ -14,7 +14,7 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.toyworld.corpus import CorpusSizes
 
 #: Bump when the builder changes what a configuration produces, so stale caches rebuild.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 @dataclass(frozen=True)
