@@ -76,8 +76,8 @@ def _quiet_model_object() -> Iterator[None]:
 
 
 def _full_precision(dtype: str | torch.dtype, on_cpu: bool) -> str:
-    """The precision a ``dtype`` asks for: ``auto`` is float32 on CPU (bf16 matmuls are ~5x
-    slower there) and bf16 on GPU."""
+    """The precision a ``dtype`` asks for: ``auto`` is float32 on CPU (the exact reference the
+    quantized rows are compared with) and bf16 on GPU."""
     name = str(dtype).removeprefix("torch.")
     if name == "auto":
         return "fp32" if on_cpu else "bf16"
