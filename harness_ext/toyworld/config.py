@@ -63,7 +63,7 @@ SCALES: dict[str, ToyWorldConfig] = {
         scale="tiny",
         seed=0,
         sizes=CorpusSizes(forget=16, retain=16, holdout=16, generic=48),
-        shape=ModelShape(hidden=128, layers=4, heads=4, intermediate=256, vocab=1024),
+        shape=ModelShape(hidden=128, layers=2, heads=4, intermediate=256, vocab=1024),
         pretrain=TrainPhase(epochs=10, lr=2e-3),
         finetune=TrainPhase(epochs=30, lr=2e-3, warmup_steps=5),
     ),
