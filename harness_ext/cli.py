@@ -8,6 +8,7 @@ A subcommand module exposes ``register(subparsers)``, which adds its parser and 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -43,8 +44,16 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+#: Loggers whose warnings are noise on a CPU machine: torchao (imported by transformers when
+#: installed) tries to load its CUDA and other-Python kernels and warns for each, and registers
+#: enums that torch's pytree module warns about.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
