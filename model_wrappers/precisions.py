@@ -513,6 +513,11 @@ def quantize_gptq(source: Source, precision: Precision) -> Built:
     }
 
     def write(out: Path) -> None:
+        # gptqmodel writes a per-layer log into ./logs of whatever folder the user runs from;
+        # keep it next to the quantized checkpoints instead.
+        from gptqmodel.looper import loop_processor
+
+        loop_processor._PROJECT_LOG_DIR = cache_root() / "gptq-logs"
         config = gptqmodel.QuantizeConfig(**quantize, offload_to_disk=False)
         with source.weights_folder() as weights:
             model = gptqmodel.GPTQModel.load(

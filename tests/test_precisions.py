@@ -47,6 +47,13 @@ def fp32(target: Path) -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
 
 
+def n_block_linears(model_dir: Path) -> int:
+    """How many block linear layers the checkpoint has (7 per decoder layer)."""
+    from transformers import AutoConfig
+
+    return len(BLOCK_LINEARS) * AutoConfig.from_pretrained(model_dir).num_hidden_layers
+
+
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
 
@@ -109,7 +116,8 @@ def test_bnb_4bit_is_really_quantized(name: str, target: Path, fp32: nn.Module) 
     assert prov["precision"]["library_config"]["quantization_config"]["bnb_4bit_quant_type"] == name
     assert type(model.lm_head) is nn.Linear and model.lm_head.weight.dtype == torch.float32
     layers = block_linears(model)
-    assert len(layers) == 28 and all(isinstance(m, bnb.nn.Linear4bit) for m in layers.values())
+    assert len(layers) == n_block_linears(target)
+    assert all(isinstance(m, bnb.nn.Linear4bit) for m in layers.values())
     gap = max(torch.diff(layers["model.layers.0.mlp.up_proj"].weight.quant_state.code.sort()[0]))
     for layer_name, module in layers.items():
         state = module.weight.quant_state
@@ -268,7 +276,7 @@ def test_emulated_weights_are_the_library_dequantization(name: str, target: Path
     model, prov = load_causal_lm(str(target), precision=name, emulated=True)
     assert (
         prov["precision"]["emulated"]
-        and prov["precision"]["library_config"]["emulated_modules"] == len(BLOCK_LINEARS) * 4
+        and prov["precision"]["library_config"]["emulated_modules"] == n_block_linears(target)
     )
     expected = library_dequantized(name, target)
     for layer_name, module in block_linears(model).items():
