@@ -30,6 +30,7 @@ from harness_ext.toyworld import build_world  # noqa: E402
 from model_wrappers.loading import load_causal_lm  # noqa: E402
 from model_wrappers.precisions import resolve_precision  # noqa: E402
 from model_wrappers.provenance import resident_weight_bytes  # noqa: E402
+from tests.muse_run import flat_metrics  # noqa: E402
 
 PRECISIONS = "fp32,bf16,int8,nf4,fp4,gptq-w4g128,rtn-w4g128"
 METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
@@ -60,13 +61,7 @@ def muse_suite(model: torch.nn.Module, model_dir: Path, data: Path, batch_size: 
         model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
     )
     elapsed = time.perf_counter() - start
-    metrics = {
-        name.split(",")[0]: value
-        for task in results["results"].values()
-        for name, value in task.items()
-        if "," in name and "_stderr" not in name
-    }
-    return metrics, elapsed
+    return flat_metrics(results), elapsed
 
 
 def forward_tokens_per_s(model: torch.nn.Module, repeats: int = 3) -> float:

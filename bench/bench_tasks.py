@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC  # noqa: E402
 from harness_ext.toyworld import build_world  # noqa: E402
+from tests.muse_run import flat_metrics  # noqa: E402
 from tests.reference_muse import evaluate as reference_evaluate  # noqa: E402
 
 CORPUS = "news"
@@ -55,13 +56,7 @@ def run_tasks(model_dir: Path, data: Path, batch_size: int) -> tuple[dict[str, f
         task_manager=task_manager({**args, "muse_data": str(data)}),
     )
     elapsed = time.perf_counter() - start
-    metrics = {
-        name.split(",")[0]: value
-        for task in results["results"].values()
-        for name, value in task.items()
-        if "," in name and "_stderr" not in name
-    }
-    return metrics, elapsed
+    return flat_metrics(results), elapsed
 
 
 def scoring_throughput(model_dir: Path, data: Path, batch_size: int, repeats: int) -> dict:

@@ -7,9 +7,11 @@ keyed by the world's configuration hash, so a second ``make test`` reuses it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -25,3 +27,19 @@ def tiny_world() -> Path:
     from harness_ext.toyworld import build_world
 
     return build_world(scale="tiny")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread for the whole run: the toy models' matmuls are tiny, and on a shared
+    2-core machine two OpenMP threads slow down ~100x whenever another process holds a core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def target(tiny_world: Path) -> Path:
+    """The tiny world's target model folder."""
+    return tiny_world / "models" / "target"

@@ -1,22 +1,8 @@
-"""Shared by the MUSE task tests: run our tasks through lm-eval, read its results, pin threads."""
+"""Shared by the MUSE task tests: run our tasks through lm-eval and read its results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-import torch
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread: the toy model's matmuls are tiny, and on a shared 2-core machine two
-    OpenMP threads slow down ~100x whenever another process holds the second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run_tasks(model_dir: Path, data: Path, tasks: list[str], **kw) -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from muse_run import one_thread  # noqa: F401 - fixture
 from sklearn.metrics import roc_auc_score
 
 from harness_ext.cli import main
@@ -20,8 +19,6 @@ from harness_ext.harness import tasks_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("muse_news_verbmem_f", "muse_news_knowmem_f", "muse_news_knowmem_r", "muse_news_privleak")
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def eval_args(world: Path, out: Path, *extra: str, model: str = "muse") -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,6 @@ from model_wrappers.loading import load_causal_lm, resolve_calibration
 
 TARGETS = ["q_proj", "v_proj", "up_proj", "down_proj"]
 PROMPT = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def target(tiny_world: Path) -> Path:
-    return tiny_world / "models" / "target"
 
 
 def make_adapter(base: torch.nn.Module, out: Path, seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import flat_metrics, one_thread, run_tasks  # noqa: F401 - one_thread is a fixture
+from muse_run import flat_metrics, run_tasks
 from reference_muse import evaluate as reference_evaluate
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -23,8 +23,6 @@ from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC
 
 CORPUS = "news"  # the toy world's data is read as one corpus; its name picks AUC_retrain
 GENERATION_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r")
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
