@@ -34,7 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=run)
     tp = subparsers.add_parser(
-        "tasks-path", help="print the MUSE task folder (for lm_eval --include_path)"
+        "tasks-path",
+        help="print the MUSE task folder (for lm_eval --include_path)",
+        description="Print the folder of the MUSE task YAML, for plain lm_eval's --include_path.",
+        epilog='Example: lm_eval run --include_path "$(muse-quant tasks-path)" --model hf '
+        "--tasks muse_news_knowmem_r --metadata muse_data=DATA_DIR ...",
     )
     tp.set_defaults(func=run_tasks_path)
 
