@@ -180,7 +180,7 @@ class CorpusSizes:
 class Corpus:
     """Everything the toy world trains and evaluates on (generic = pretraining only).
 
-    ``*_qa`` hold, per biography, its four QA pairs; ``*_quiz`` the quiz sheets of that part.
+    ``*_qa`` hold, per forget/retain biography, its four QA pairs; ``*_quiz`` the quiz sheets.
     """
 
     forget: list[str]
@@ -189,7 +189,6 @@ class Corpus:
     generic: list[str]
     forget_qa: list[list[dict[str, str]]]
     retain_qa: list[list[dict[str, str]]]
-    generic_qa: list[list[dict[str, str]]]
     forget_quiz: list[str]
     retain_quiz: list[str]
     generic_quiz: list[str]
@@ -229,7 +228,7 @@ def generate_corpus(seed: int, sizes: CorpusSizes) -> Corpus:
     forget, retain, holdout, generic = (slice(cut[i], cut[i + 1]) for i in range(4))
     return Corpus(
         forget=bios[forget], retain=bios[retain], holdout=bios[holdout], generic=bios[generic],
-        forget_qa=qas[forget], retain_qa=qas[retain], generic_qa=qas[generic],
+        forget_qa=qas[forget], retain_qa=qas[retain],
         forget_quiz=quiz_sheets(qas[forget], rng, sizes.quiz_copies),
         retain_quiz=quiz_sheets(qas[retain], rng, sizes.quiz_copies),
         generic_quiz=quiz_sheets(qas[generic], rng, sizes.quiz_copies),
