@@ -89,17 +89,20 @@ def test_merge_and_unmerged_differ_at_nf4(target: Path, adapter: Path, tmp_path:
     assert torch.equal(logits(saved), logits(merged))
 
 
-def test_adapter_for_another_width_is_refused(target: Path, tmp_path: Path) -> None:
-    narrow = LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            vocab_size=1024,
-        )
+def random_llama(hidden: int, intermediate: int, layers: int) -> LlamaForCausalLM:
+    """A small random Llama with the toy world's vocabulary, to build adapters that do not fit."""
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        vocab_size=1024,
     )
-    other = make_adapter(narrow, tmp_path / "narrow")
+    return LlamaForCausalLM(config)
+
+
+def test_adapter_for_another_width_is_refused(target: Path, tmp_path: Path) -> None:
+    other = make_adapter(random_llama(hidden=64, intermediate=128, layers=2), tmp_path / "narrow")
     for merge in (True, False):
         with pytest.raises(MuseQuantError) as err:
             load_causal_lm(str(target), adapter=str(other), merge=merge)
@@ -107,15 +110,7 @@ def test_adapter_for_another_width_is_refused(target: Path, tmp_path: Path) -> N
 
 
 def test_adapter_for_missing_modules_is_refused(target: Path, tmp_path: Path) -> None:
-    deeper = LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=5,
-            num_attention_heads=4,
-            vocab_size=1024,
-        )
-    )
+    deeper = random_llama(hidden=128, intermediate=256, layers=5)
     other = make_adapter(deeper, tmp_path / "deeper")
     with pytest.raises(MuseQuantError) as err:
         load_causal_lm(str(target), adapter=str(other), precision="nf4", merge=False)
@@ -280,6 +275,14 @@ def test_calibration_sources(tiny_world: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- through lm-eval
 
 
+def eval_argv(model_args: str, world: Path, out: Path) -> list[str]:
+    """``muse-quant eval`` arguments for KnowMem_r on the toy world with the muse model."""
+    return [
+        "eval", "--model", "muse", "--model_args", model_args, "--tasks", "muse_news_knowmem_r",
+        "--metadata", f"muse_data={world / 'data'}", "--device", "cpu", "--output_path", str(out),
+    ]
+
+
 def test_results_file_carries_provenance(
     tiny_world: Path, target: Path, adapter: Path, tmp_path: Path
 ) -> None:
@@ -288,25 +291,7 @@ def test_results_file_carries_provenance(
 
     out = tmp_path / "out"
     args = f"pretrained={target},adapter={adapter},merge=false,precision=nf4,double_quant=true"
-    argv = [
-        "eval",
-        "--model",
-        "muse",
-        "--model_args",
-        args,
-        "--tasks",
-        "muse_news_knowmem_r",
-        "--metadata",
-        f"muse_data={tiny_world / 'data'}",
-        "--device",
-        "cpu",
-        "--batch_size",
-        "64",
-        "--limit",
-        "4",
-        "--output_path",
-        str(out),
-    ]
+    argv = eval_argv(args, tiny_world, out) + ["--batch_size", "64", "--limit", "4"]
     assert main(argv) == 0
     (results_file,) = out.rglob("results_*.json")
     provenance = json.loads(results_file.read_text())["config"]["muse_provenance"]
@@ -323,21 +308,7 @@ def test_bad_precision_through_the_command_line(
     from harness_ext.cli import main
 
     out = tmp_path / "out"
-    argv = [
-        "eval",
-        "--model",
-        "muse",
-        "--model_args",
-        f"pretrained={target},precision=int3",
-        "--tasks",
-        "muse_news_knowmem_r",
-        "--metadata",
-        f"muse_data={tiny_world / 'data'}",
-        "--device",
-        "cpu",
-        "--output_path",
-        str(out),
-    ]
+    argv = eval_argv(f"pretrained={target},precision=int3", tiny_world, out)
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("muse-quant: error: unknown precision 'int3'")
