@@ -10,12 +10,14 @@ safetensors only unless ``allow_pickle=True``; remote code runs only with
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
 import re
 import tempfile
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,13 +65,19 @@ def load_causal_lm(
     """
     device = check_device(device)
     spec, build = resolve_precision(precision, precision_options, emulated)
-    weights = Checkpoint.open(pretrained, allow_pickle, trust_remote_code, device)
-    lora = Adapter.open(adapter, allow_pickle) if adapter else None
+    opened = open_checkpoint(
+        pretrained,
+        adapter=adapter,
+        merge=merge,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
+    weights, lora = opened.weights, opened.adapter
     if spec.family.calibrated:
         limit = spec.options.get("calibration_size")
         spec = replace(spec, calibration=resolve_calibration(calibration, weights.folder, limit))
-    source = replace(weights, adapter=lora) if lora is not None and merge else weights
-    model, library = build_precision(source, spec, build)
+    model, library = build_precision(opened.source, spec, build)
     if lora is not None and not merge:
         model = lora.attach(model, weights.label)
     model.eval()
@@ -84,6 +92,67 @@ def load_causal_lm(
         device=device,
         model=model,
     )
+
+
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    """A checkpoint and its adapter, checked and hashed, and the :class:`Checkpoint` every
+    precision is built from (the base, or the base with the adapter to merge)."""
+
+    weights: Checkpoint
+    adapter: Adapter | None
+    source: Checkpoint
+
+
+def open_checkpoint(
+    pretrained: str,
+    *,
+    adapter: str | None = None,
+    merge: bool = True,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+) -> OpenedCheckpoint:
+    """Check and hash a checkpoint (and adapter); inside :func:`reusing_checkpoints`, once."""
+    key = (pretrained, adapter, bool(merge), allow_pickle, trust_remote_code, device)
+    cache = _CHECKPOINT_CACHE.get()
+    if cache is not None and key in cache:
+        opened = cache[key]
+    else:
+        weights = Checkpoint.open(pretrained, allow_pickle, trust_remote_code, device)
+        lora = Adapter.open(adapter, allow_pickle) if adapter else None
+        source = replace(weights, adapter=lora) if lora is not None and merge else weights
+        opened = OpenedCheckpoint(weights, lora, source)
+    if cache is not None:
+        for other in cache.values():
+            if other.source is not opened.source:
+                other.source.release()
+        opened.source.resident = True
+        cache[key] = opened
+    return opened
+
+
+#: The checkpoints :func:`reusing_checkpoints` keeps open, by ``open_checkpoint``'s arguments.
+_CHECKPOINT_CACHE: ContextVar[dict[tuple, OpenedCheckpoint] | None] = ContextVar(
+    "muse_quant_checkpoint_cache", default=None
+)
+
+
+@contextlib.contextmanager
+def reusing_checkpoints() -> Iterator[None]:
+    """Within this block, build every precision of a checkpoint from one copy of its weights.
+
+    A sweep evaluates each checkpoint at many precisions: here its files are checked and hashed
+    once, and its float32 weights (merged with the adapter when ``merge=True``) are read once
+    and held in memory; every ``load_causal_lm`` of it builds its precision from them, with the
+    same model and provenance as a fresh load. Only the checkpoint used last holds its weights
+    (opening another releases them), so order the work by checkpoint.
+    """
+    token = _CHECKPOINT_CACHE.set({})
+    try:
+        yield
+    finally:
+        _CHECKPOINT_CACHE.reset(token)
 
 
 def check_device(device: str) -> str:
@@ -247,7 +316,9 @@ class Checkpoint:
     trust_remote_code: bool
     device: str
     adapter: Adapter | None = None
-    _merged_model: Any = field(default=None, init=False, repr=False, compare=False)
+    #: Keep the float32 weights in memory after the first load and build every load from them.
+    resident: bool = False
+    _float32_model: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def open(
@@ -273,21 +344,25 @@ class Checkpoint:
 
         common = {"trust_remote_code": self.trust_remote_code, "device_map": {"": self.device}}
         try:
-            if self.adapter is None:
+            if self.adapter is None and not self.resident:
                 return AutoModelForCausalLM.from_pretrained(
                     str(self.folder),
                     use_safetensors=None if self.allow_pickle else True,
                     **common,
                     **from_pretrained,
                 )
-            merged = self._merged()
-            return type(merged).from_pretrained(
+            held = self._float32()
+            # A copy of the config: quantizing records its config in the one it is given.
+            model = type(held).from_pretrained(
                 None,
-                config=merged.config,
-                state_dict=merged.state_dict(),
+                config=copy.deepcopy(held.config),
+                state_dict=held.state_dict(),
                 **common,
                 **from_pretrained,
             )
+            model.config._name_or_path = held.config._name_or_path
+            model.generation_config = copy.deepcopy(held.generation_config)
+            return model
         except MuseQuantError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -298,13 +373,19 @@ class Checkpoint:
                 f"pretrained={self.label}: cannot load it ({_first_line(e)}){hint}"
             ) from None
 
-    def _merged(self) -> Any:
-        """The base in float32 with the adapter merged in (peft ``merge_and_unload``), cached."""
-        if self._merged_model is None:
-            assert self.adapter is not None
-            base = replace(self, adapter=None).load(dtype=torch.float32)
-            self._merged_model = self.adapter.attach(base, self.label).merge_and_unload()
-        return self._merged_model
+    def _float32(self) -> Any:
+        """The float32 weights, read once: the checkpoint's, or the base with the adapter merged
+        in (peft ``merge_and_unload``)."""
+        if self._float32_model is None:
+            base = replace(self, adapter=None, resident=False).load(dtype=torch.float32)
+            if self.adapter is not None:
+                base = self.adapter.attach(base, self.label).merge_and_unload()
+            self._float32_model = base
+        return self._float32_model
+
+    def release(self) -> None:
+        """Drop the float32 weights held in memory (the next load reads them again)."""
+        self._float32_model = None
 
     @contextlib.contextmanager
     def weights_folder(self) -> Iterator[str]:
@@ -315,7 +396,7 @@ class Checkpoint:
         from transformers import AutoTokenizer
 
         with tempfile.TemporaryDirectory(prefix="muse-quant-merged-") as tmp:
-            self._merged().save_pretrained(tmp)
+            self._float32().save_pretrained(tmp)
             AutoTokenizer.from_pretrained(str(self.folder)).save_pretrained(tmp)
             yield tmp
 

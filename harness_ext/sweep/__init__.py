@@ -1,0 +1,22 @@
+"""``muse-quant sweep``: every model x precision x corpus of a plan through the MUSE tasks.
+
+Build a :class:`Plan` in code or load one from YAML (:func:`load_plan`), then
+:func:`run_sweep` writes one lm-eval results file per cell and returns their paths; it is
+resumable, and reuses checkpoints, built models and tasks across cells (docs/sweep.md).
+"""
+
+from harness_ext.sweep.plan import Cell, ModelSpec, Plan, PrecisionSpec, SweepOptions, load_plan
+from harness_ext.sweep.runner import format_cells, plan_jobs, run_sweep, summary_table
+
+__all__ = [
+    "Cell",
+    "ModelSpec",
+    "Plan",
+    "PrecisionSpec",
+    "SweepOptions",
+    "format_cells",
+    "load_plan",
+    "plan_jobs",
+    "run_sweep",
+    "summary_table",
+]

@@ -1,0 +1,298 @@
+"""``muse-quant sweep``: plan checks, reuse that changes no number, and resuming after SIGKILL.
+
+One small sweep (target and retrain x fp32 and emulated nf4 on the tiny world's news data) runs
+in-process once; every cell must equal a fresh, independent lm-eval run of that cell. The same
+plan then runs as a real ``muse-quant sweep`` process that is SIGKILLed twice (after a finished
+cell, then in the middle of a cell) and restarted: finished cells are skipped untouched and the
+final results equal the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from muse_run import run_tasks
+from test_loading import logits, make_adapter
+
+from harness_ext.cli import main
+from harness_ext.sweep import load_plan, run_sweep
+from model_wrappers.loading import load_causal_lm, open_checkpoint, reusing_checkpoints
+
+#: The cells of the test plan, in the order the sweep runs them.
+CELLS = [
+    ("target", "news", "fp32"),
+    ("target", "news", "nf4"),
+    ("retrain", "news", "fp32"),
+    ("retrain", "news", "nf4"),
+]
+#: lm-eval's results keys that a fresh run of a cell must reproduce exactly.
+SAME_AS_FRESH = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+
+
+def plan_data(world: Path, **options: object) -> dict:
+    return {
+        "results": "results",
+        "corpora": {"news": str(world / "data")},
+        "precisions": ["fp32", "nf4"],
+        "options": {"device": "cpu", "batch_size": 64, "bootstrap_iters": 0, "emulated": True}
+        | options,
+        "models": [
+            {"label": "target", "role": "target", "pretrained": str(world / "models/target")},
+            {"label": "retrain", "role": "retrain", "pretrained": str(world / "models/retrain")},
+        ],
+    }
+
+
+def write_plan(folder: Path, data: dict | str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plan.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def leftovers(results: Path) -> list[Path]:
+    """Staging folders or temporary files a sweep should never leave behind."""
+    return [p for p in results.rglob("*") if p.name.startswith((".sweep-", "tmp"))]
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted in-process sweep; returns its results folder."""
+    plan = load_plan(write_plan(tmp_path_factory.mktemp("sweep"), plan_data(tiny_world)))
+    assert plan.results is not None
+    paths = run_sweep(plan, plan.results, progress=False)
+    assert [p.relative_to(plan.results).parts[:3] for p in paths] == CELLS
+    return plan.results
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def test_reused_checkpoint_builds_what_a_fresh_load_builds(target: Path, tmp_path: Path) -> None:
+    """Inside ``reusing_checkpoints`` each precision is built from one in-memory copy of the
+    float32 weights (merged adapter included): same logits and provenance as a fresh load."""
+    base = load_causal_lm(str(target))[0]
+    adapter = str(make_adapter(base, tmp_path / "lora"))
+    builds = [
+        {"precision": "fp32"},
+        {"precision": "nf4"},
+        {"precision": "rtn-w4g128"},
+        {"precision": "fp4", "emulated": True},
+        {"precision": "nf4", "adapter": adapter, "merge": True},
+        {"precision": "nf4", "adapter": adapter, "merge": False},
+    ]
+    fresh = [load_causal_lm(str(target), **kw) for kw in builds]
+    with reusing_checkpoints():
+        first, second = (load_causal_lm(str(target))[0] for _ in range(2))
+        opened = open_checkpoint(str(target))
+        assert opened is open_checkpoint(str(target))  # files checked and hashed once
+        held = opened.source._float32_model
+        # fp32 builds share the held tensors: no second copy in memory, nothing read again.
+        embeddings = [m.get_input_embeddings().weight for m in (first, second, held)]
+        assert len({w.data_ptr() for w in embeddings}) == 1
+        reused = [load_causal_lm(str(target), **kw) for kw in builds]
+        assert opened.source._float32_model is None  # let go once another checkpoint opened
+    for kw, (model, provenance), (fresh_model, fresh_provenance) in zip(
+        builds, reused, fresh, strict=True
+    ):
+        assert torch.equal(logits(model), logits(fresh_model)), kw
+        assert provenance == fresh_provenance, kw
+
+
+def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path) -> None:
+    """Reused checkpoints, models and tasks change nothing lm-eval reports."""
+    for label, corpus, precision in CELLS:
+        written = read(swept / label / corpus / precision / "results.json")
+        args = {"precision": precision} | ({"emulated": True} if precision == "nf4" else {})
+        fresh = run_tasks(tiny_world / "models" / label, tiny_world / "data", ["muse_news"],
+                          model_args=args)  # fmt: skip
+        for key in SAME_AS_FRESH:
+            assert written[key] == fresh[key], (label, precision, key)
+        for key in ("model", "model_args", "muse_provenance", "batch_size", "device"):
+            assert written["config"][key] == fresh["config"][key], (label, precision, key)
+        ident = written["muse_quant"]
+        assert {k: ident[k] for k in ("schema", "label", "corpus", "precision")} == {
+            "schema": 1, "label": label, "corpus": corpus, "precision": precision,
+        }  # fmt: skip
+        assert ident["role"] == label and ident["mode"] == "full" and ident["method"] is None
+        assert len(ident["cell_key"]) == 64
+    assert leftovers(swept) == []
+    log = (swept / "sweep.log").read_text()
+    assert "[4/4] retrain / news / nf4:" in log
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_dry_run_lists_cells_and_what_is_finished(
+    swept: Path, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    assert main(["sweep", str(plan), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "4 cells: 0 finished, 4 to run"
+    listed = [line.split() for line in lines[2:]]
+    assert [(row[0], row[3], row[4], row[5:]) for row in listed] == [
+        (label, corpus, precision, ["yes" if precision == "nf4" else "no", "to", "run"])
+        for label, corpus, precision in CELLS
+    ]
+    assert not (tmp_path / "results").exists()
+    assert main(["sweep", str(plan), "--dry-run", "--results", str(swept)]) == 0
+    assert capsys.readouterr().out.startswith("4 cells: 4 finished, 0 to run")
+    # Anything that determines a result is in the cell key: another batch size redoes all.
+    other = write_plan(tmp_path / "other", plan_data(tiny_world, batch_size=32))
+    assert main(["sweep", str(other), "--dry-run", "--results", str(swept)]) == 0
+    assert capsys.readouterr().out.startswith("4 cells: 0 finished, 4 to run")
+
+
+def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:
+    """Plan mistakes and the words of the one-line error each must give."""
+    good = plan_data(world)
+    target, retrain = good["models"]
+    return {
+        "unknown precision": (good | {"precisions": ["fp32", "nf5"]}, "unknown precision 'nf5'"),
+        "duplicate precision": (good | {"precisions": ["fp32", "fp32"]}, "duplicate cell"),
+        "same model twice": (
+            good | {"models": [target, retrain, target | {"label": "t2", "role": "method"}]},
+            "duplicate cell",
+        ),
+        "missing model path": (
+            good | {"models": [target, retrain | {"pretrained": "/no/such/model"}]},
+            "model 'retrain': pretrained=/no/such/model: no such folder",
+        ),
+        "unknown role": (
+            good | {"models": [target, retrain | {"role": "oracle"}]},
+            "unknown role 'oracle'",
+        ),
+        "unknown corpus": (good | {"corpora": {"news": "hub", "wiki": "hub"}}, "unknown corpus"),
+        "adapter without base": (
+            good | {"models": [target, {"label": "m", "role": "method", "adapter": "/x"}]},
+            "no pretrained (the base model its adapter adapts)",
+        ),
+        "two targets": (
+            good | {"models": [target, retrain | {"role": "target"}]},
+            "exactly one target",
+        ),
+        "int8 emulated": (good | {"precisions": ["int8"]}, "emulated=true cannot reproduce"),
+        "missing data": (good | {"corpora": {"news": "/no/such/data"}}, "no such folder"),
+        "bad YAML": ("models: [unclosed\n", "not valid YAML"),
+    }
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    ["unknown precision", "duplicate precision", "same model twice", "missing model path",
+     "unknown role", "unknown corpus", "adapter without base", "two targets", "int8 emulated",
+     "missing data", "bad YAML"],
+)  # fmt: skip
+def test_bad_plan_is_one_line_and_writes_nothing(
+    mistake: str, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, expected = bad_plans(tiny_world)[mistake]
+    plan = write_plan(tmp_path / "plan", data)
+    assert main(["sweep", str(plan)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("muse-quant: error:") and "\n" not in err and expected in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["plan", "plan.yaml"]
+
+
+def test_unwritable_results_folder(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["sweep", str(plan), "--results", str(blocker / "results")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("muse-quant: error: results folder") and "cannot write" in err, err
+    assert "\n" not in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a_file", "plan.yaml"]
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def start_sweep(plan: Path) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness_ext.cli", "sweep", str(plan)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (it must not finish first)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the sweep ended before the kill point"
+        assert time.monotonic() < deadline, "timed out waiting for the kill point"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkilled_sweep_resumes_without_redoing_cells(
+    swept: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    results = tmp_path / "results"
+    files = [
+        results / label / corpus / precision / "results.json" for label, corpus, precision in CELLS
+    ]
+    log = results / "sweep.log"
+
+    # 1. Killed as soon as the first cell is finished.
+    kill_when(start_sweep(plan), files[0].exists)
+    first = files[0].stat()
+
+    # 2. Restarted, and killed in the middle of a cell it is running.
+    offset = log.stat().st_size
+
+    def mid_cell() -> bool:
+        lines = log.read_text()[offset:].splitlines() if log.exists() else []
+        running = [line.removesuffix(": running") for line in lines if line.endswith(": running")]
+        if not running:
+            return False
+        label, corpus, precision = running[-1].split(" / ")
+        return not (results / label / corpus / precision / "results.json").exists()
+
+    kill_when(start_sweep(plan), mid_cell)
+    finished = {f: f.stat() for f in files if f.exists()}
+    assert files[0] in finished and len(finished) < len(files)
+
+    # 3. Restarted once more: it finishes, skipping what was finished, touching none of it.
+    proc = start_sweep(plan)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    for path, stat in finished.items():
+        label, corpus, precision = path.relative_to(results).parts[:3]
+        assert f"{label} / {corpus} / {precision}: skipped (finished earlier)" in err
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert files[0].stat().st_mtime_ns == first.st_mtime_ns
+    assert f"[{len(files)}/{len(files)}]" in err
+    for path in files:
+        uninterrupted = read(swept / path.relative_to(results))
+        resumed = read(path)
+        assert resumed["results"] == uninterrupted["results"], path
+        assert resumed["muse_quant"] == uninterrupted["muse_quant"], path
+    assert leftovers(results) == []
+    table = out.splitlines()
+    assert table[0].split() == ["news", "precision", "VerbMem_f", "KnowMem_f", "KnowMem_r", "AUC"]
+    assert [row.split()[:2] for row in table[1:]] == [[c[0], c[2]] for c in CELLS]
