@@ -17,7 +17,12 @@ from harness_ext import __version__
 from harness_ext.errors import MuseQuantError
 
 #: Modules that register subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("harness_ext.toyworld.command", "harness_ext.demo", "harness_ext.eval_command")
+COMMAND_MODULES = (
+    "harness_ext.toyworld.command",
+    "harness_ext.demo",
+    "harness_ext.eval_command",
+    "leaderboards.command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
