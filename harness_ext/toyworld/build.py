@@ -15,14 +15,13 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.muse_layout import read_split
+from harness_ext.staging import check_writable, staged_dir
 from harness_ext.toyworld.config import ToyWorldConfig, config_for
 from harness_ext.toyworld.corpus import (
     generate_corpus,
@@ -51,7 +50,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_hashes(root: Path) -> dict[str, str]:
+def folder_hashes(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
@@ -85,7 +84,7 @@ def load_manifest(world: Path) -> dict | None:
 def verify_world(world: Path, manifest: dict) -> list[str]:
     """The files whose sha256 no longer matches the manifest (missing or extra files included)."""
     recorded = manifest.get("files", {})
-    actual = _file_hashes(world)
+    actual = folder_hashes(world)
     return sorted(k for k in recorded.keys() | actual.keys() if recorded.get(k) != actual.get(k))
 
 
@@ -95,18 +94,12 @@ def _log(msg: str) -> None:
 
 def _check_out_dir(out: Path) -> None:
     """Refuse a folder we must not replace: a foreign non-empty one, or one we cannot write."""
-    if out.exists() and not out.is_dir():
-        raise MuseQuantError(f"--out {out} is a file; give a folder path")
     if out.is_dir() and any(out.iterdir()) and load_manifest(out) is None:
         raise MuseQuantError(
             f"--out {out} is a non-empty folder that is not a toy world (no {MANIFEST}); "
             "choose an empty or new folder"
         )
-    parent = out.parent
-    parent_ok = parent.is_dir() or not parent.exists()
-    probe = parent if parent.is_dir() else next((p for p in parent.parents if p.is_dir()), None)
-    if not parent_ok or probe is None or not os.access(probe, os.W_OK | os.X_OK):
-        raise MuseQuantError(f"cannot write to {parent}; choose a writable --out folder")
+    check_writable(out)
 
 
 def build_world(
@@ -128,15 +121,8 @@ def build_world(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _reusable(out, config, quiet=False):
             return out
-        for stale in out.parent.glob(f".{out.name}.building-*"):  # left by a killed build
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-        try:
+        with staged_dir(out) as tmp:
             _build_into(tmp, config)
-            _swap_into_place(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out
 
 
@@ -153,16 +139,6 @@ def _reusable(out: Path, config: ToyWorldConfig, quiet: bool) -> bool:
     if bad and not quiet:
         _log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
     return not bad
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_into(root: Path, config: ToyWorldConfig) -> None:
@@ -236,7 +212,7 @@ def _train_and_save(root: Path, config: ToyWorldConfig, started: float) -> None:
         "final_epoch_loss": losses,
         "memorization": checks,
         "build_seconds": round(time.time() - started, 1),
-        "files": _file_hashes(root),
+        "files": folder_hashes(root),
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     _log(f"built in {manifest['build_seconds']} s")
