@@ -279,8 +279,8 @@ def _single_label(rows: Sequence[ResultRow], role: str, corpus: str) -> str | No
     labels = sorted({row.label for row in rows if row.role == role})
     if len(labels) > 1:
         raise MuseQuantError(
-            f"several {role} models for corpus {corpus} ({', '.join(labels)}): pick one with "
-            f"--{role} LABEL or move the others out of the results folder"
+            f"several {role} models for corpus {corpus} ({', '.join(labels)}; roles come from "
+            f"the files' muse_quant.role and --{role}): keep one in the results folder"
         )
     return labels[0] if labels else None
 
@@ -308,10 +308,17 @@ def _privleak_references(
     for precision in precisions:
         if retrain_rows:
             row = retrain_rows.get(precision)
-            auc = row.aucs.get(options.attack) if row else None
-            if auc is None or auc == 0:
-                why = "no results" if row is None else f"no usable {options.attack} AUC"
-                notes.append(f"retrain model has {why} at {precision}: PrivLeak n/a there")
+            if row is None:
+                notes.append(
+                    f"retrain model has no results at {precision}: C1, C2, PrivLeak n/a there"
+                )
+                continue
+            auc = row.aucs.get(options.attack)
+            if not auc:
+                notes.append(
+                    f"retrain model has no usable {options.attack} AUC at {precision}: "
+                    "PrivLeak is n/a there"
+                )
                 continue
             description = f"retrain model at {precision}: {options.attack} AUC {auc:.4f}"
             references[precision] = PrivLeakReference(precision, auc, "retrain", description)

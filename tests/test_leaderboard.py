@@ -193,6 +193,18 @@ def test_criteria_at_each_precision(world_dir: Path) -> None:
     assert (reverts.worst_precision, reverts.criteria_passed) == ("nf4", 1)
 
 
+def test_retrain_missing_at_a_precision_makes_c1_c2_c3_na_there(world_dir: Path) -> None:
+    for path in (world_dir / "retrain" / "news" / "nf4").iterdir():
+        path.unlink()
+    board = build_board(world_dir)
+    fp32, nf4 = scores_of(board, "steady").cells
+    assert nf4.criteria.marks() == (None, None, None, True) and nf4.privleak is None
+    assert fp32.criteria.marks() == (True, True, True, True)
+    assert "retrain model has no results at nf4: C1, C2, PrivLeak n/a there" in (
+        board.corpora[0].notes
+    )
+
+
 def test_tolerances_are_options(world_dir: Path) -> None:
     """A looser C3 and C4 let 'reverts' pass C3 at nf4 and the tie_* models pass C4."""
     options = RobustnessOptions(privleak_tolerance=81, utility_fraction=0.8)
@@ -247,6 +259,24 @@ def test_without_retrain_privleak_uses_the_published_auc_and_c1_c2_are_na(tmp_pa
     assert "none in the results (C1, C2 n/a)" in markdown
     given = build_board(tmp_path, RobustnessOptions(retrain_auc=0.4))
     assert scores_of(given, "reverts").cells[1].privleak == pytest.approx((0.10 - 0.4) / 0.4 * 100)
+
+
+def test_each_corpus_is_its_own_board(world_dir: Path) -> None:
+    """Books next to news: its own target, no retrain (MUSE's Books AUC), method name shown."""
+    write(world_dir, results("target", "fp32", (90, 70, 60, 0.1), role="target", corpus="books"))
+    ga = results("ga", "fp32", (30, 20, 55, 0.45), method="GA+GDR", corpus="books")
+    write(world_dir, ga)
+    board = build_board(world_dir)
+    books, news = board.corpora
+    assert (books.corpus, news.corpus) == ("books", "news")
+    (method,) = books.methods
+    assert (method.label, method.method, method.mode) == ("ga", "GA+GDR", "full")
+    assert method.cells[0].retention_verbmem_f == pytest.approx(30 / 90)
+    assert method.cells[0].privleak == pytest.approx((0.45 - 0.5393) / 0.5393 * 100)
+    assert books.retrain is None and news.retrain == "retrain"
+    # C1, C2 n/a; |PrivLeak| = 16.6 > 5 fails C3; 55 >= 0.9 x 60 passes C4
+    assert method.cells[0].criteria.marks() == (None, None, False, True)
+    assert "| 1 | ga | GA+GDR | full | fp32 | 1/2 | 33.3% | 91.7% |" in render_markdown(board)
 
 
 def test_precision_names() -> None:
