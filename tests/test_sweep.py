@@ -24,24 +24,39 @@ from muse_run import run_tasks
 from test_loading import logits, make_adapter
 
 from harness_ext.cli import main
-from harness_ext.sweep import load_plan, run_sweep
+from harness_ext.sweep import (
+    ModelSpec,
+    Plan,
+    PrecisionSpec,
+    SweepOptions,
+    format_cells,
+    load_plan,
+    plan_from_dict,
+    plan_jobs,
+    run_sweep,
+)
 from model_wrappers.loading import load_causal_lm, open_checkpoint, reusing_checkpoints
 
-#: The cells of the test plan, in the order the sweep runs them.
+#: The cells of the resumed sweep's plan, in the order it runs them.
 CELLS = [
     ("target", "news", "fp32"),
     ("target", "news", "nf4"),
     ("retrain", "news", "fp32"),
     ("retrain", "news", "nf4"),
 ]
+#: The uninterrupted sweep also reads the same data as "books": one model and precision serves
+#: both corpora (model first, then precision, then corpus).
+SWEPT = [
+    (label, corpus, precision) for label, _, precision in CELLS for corpus in ("news", "books")
+]
 #: lm-eval's results keys that a fresh run of a cell must reproduce exactly.
 SAME_AS_FRESH = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
 
 
-def plan_data(world: Path, **options: object) -> dict:
+def plan_data(world: Path, corpora: tuple[str, ...] = ("news",), **options: object) -> dict:
     return {
         "results": "results",
-        "corpora": {"news": str(world / "data")},
+        "corpora": {corpus: str(world / "data") for corpus in corpora},
         "precisions": ["fp32", "nf4"],
         "options": {"device": "cpu", "batch_size": 64, "bootstrap_iters": 0, "emulated": True}
         | options,
@@ -55,7 +70,7 @@ def plan_data(world: Path, **options: object) -> dict:
 def write_plan(folder: Path, data: dict | str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "plan.yaml"
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -71,10 +86,11 @@ def leftovers(results: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def swept(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted in-process sweep; returns its results folder."""
-    plan = load_plan(write_plan(tmp_path_factory.mktemp("sweep"), plan_data(tiny_world)))
+    data = plan_data(tiny_world, ("news", "books"))
+    plan = load_plan(write_plan(tmp_path_factory.mktemp("sweep"), data))
     assert plan.results is not None
     paths = run_sweep(plan, plan.results, progress=False)
-    assert [p.relative_to(plan.results).parts[:3] for p in paths] == CELLS
+    assert [p.relative_to(plan.results).parts[:3] for p in paths] == SWEPT
     return plan.results
 
 
@@ -114,10 +130,10 @@ def test_reused_checkpoint_builds_what_a_fresh_load_builds(target: Path, tmp_pat
 
 def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path) -> None:
     """Reused checkpoints, models and tasks change nothing lm-eval reports."""
-    for label, corpus, precision in CELLS:
+    for label, corpus, precision in SWEPT:
         written = read(swept / label / corpus / precision / "results.json")
         args = {"precision": precision} | ({"emulated": True} if precision == "nf4" else {})
-        fresh = run_tasks(tiny_world / "models" / label, tiny_world / "data", ["muse_news"],
+        fresh = run_tasks(tiny_world / "models" / label, tiny_world / "data", [f"muse_{corpus}"],
                           model_args=args)  # fmt: skip
         for key in SAME_AS_FRESH:
             assert written[key] == fresh[key], (label, precision, key)
@@ -131,7 +147,7 @@ def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path) -> None:
         assert len(ident["cell_key"]) == 64
     assert leftovers(swept) == []
     log = (swept / "sweep.log").read_text()
-    assert "[4/4] retrain / news / nf4:" in log
+    assert "[8/8] retrain / books / nf4:" in log
 
 
 # --------------------------------------------------------------------------- the command line
@@ -151,11 +167,58 @@ def test_dry_run_lists_cells_and_what_is_finished(
     ]
     assert not (tmp_path / "results").exists()
     assert main(["sweep", str(plan), "--dry-run", "--results", str(swept)]) == 0
-    assert capsys.readouterr().out.startswith("4 cells: 4 finished, 0 to run")
+    assert capsys.readouterr().out.startswith("4 cells: 4 finished, 0 to run")  # its news cells
     # Anything that determines a result is in the cell key: another batch size redoes all.
     other = write_plan(tmp_path / "other", plan_data(tiny_world, batch_size=32))
     assert main(["sweep", str(other), "--dry-run", "--results", str(swept)]) == 0
     assert capsys.readouterr().out.startswith("4 cells: 0 finished, 4 to run")
+
+
+def test_plan_built_in_code_with_per_model_precisions_and_corpora(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    models = tiny_world / "models"
+    plan = Plan(
+        corpora={"news": str(tiny_world / "data"), "books": str(tiny_world / "data")},
+        precisions=(PrecisionSpec("fp32"), PrecisionSpec("fp4", emulated=True)),
+        models=(
+            ModelSpec("target", "target", str(models / "target")),
+            ModelSpec("retrain", "retrain", str(models / "retrain"), corpora=("books",)),
+            ModelSpec(
+                "base", "method", str(models / "base"), method="no unlearning",
+                precisions=(PrecisionSpec("rtn-w4g128", options={"sym": False}),),
+                corpora=("books",),
+            ),
+        ),
+        options=SweepOptions(device="cpu"),
+    )  # fmt: skip
+    jobs = plan_jobs(plan, tmp_path)
+    assert [job.cell.name for job in jobs] == [
+        "target/news/fp32", "target/books/fp32", "target/news/fp4", "target/books/fp4",
+        "retrain/books/fp32", "retrain/books/fp4", "base/books/rtn-w4g128",
+    ]  # fmt: skip
+    base = jobs[-1]
+    assert base.model_args == {
+        "pretrained": str(models / "base"), "precision": "rtn-w4g128", "sym": False,
+    }  # fmt: skip
+    assert base.identity["method"] == "no unlearning" and base.identity["mode"] == "full"
+    assert [job.cell.emulated for job in jobs[:4]] == [False, False, True, True]
+    assert len({job.identity["cell_key"] for job in jobs}) == len(jobs)
+    assert "no unlearning" in format_cells(jobs) and not any(tmp_path.iterdir())
+
+
+def test_documented_plan_is_valid(tmp_path: Path) -> None:
+    """docs/sweep.md's example plan parses and passes every check that needs no files."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "sweep.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    plan = plan_from_dict(yaml.safe_load(example), tmp_path)
+    cells = plan.cells()
+    assert len(cells) == 4 * 5 + 2 and plan.results == tmp_path / "results"
+    lora = next(c for c in cells if c.model.label == "ga_gdr_lora")
+    assert lora.model.adapter == "runs/ga_gdr_lora" and lora.model.merge  # no such folder here
+    assert {c.precision.name: c.emulated for c in cells if c.model.label == "target"} == {
+        "fp32": False, "int8": False, "nf4": True, "fp4": False, "gptq-w4g128": True,
+    }  # fmt: skip
 
 
 def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:

@@ -5,7 +5,15 @@ Build a :class:`Plan` in code or load one from YAML (:func:`load_plan`), then
 resumable, and reuses checkpoints, built models and tasks across cells (docs/sweep.md).
 """
 
-from harness_ext.sweep.plan import Cell, ModelSpec, Plan, PrecisionSpec, SweepOptions, load_plan
+from harness_ext.sweep.plan import (
+    Cell,
+    ModelSpec,
+    Plan,
+    PrecisionSpec,
+    SweepOptions,
+    load_plan,
+    plan_from_dict,
+)
 from harness_ext.sweep.runner import format_cells, plan_jobs, run_sweep, summary_table
 
 __all__ = [
@@ -16,6 +24,7 @@ __all__ = [
     "SweepOptions",
     "format_cells",
     "load_plan",
+    "plan_from_dict",
     "plan_jobs",
     "run_sweep",
     "summary_table",

@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep",
         help="evaluate every model x precision x corpus of a plan (resumable)",
-        description="Run every cell (model x corpus x precision) of a plan through the MUSE "
-        "lm-eval tasks, writing RESULTS/<label>/<corpus>/<precision>/results.json. Finished "
-        "cells are skipped, so a killed sweep resumes where it stopped.",
+        description="Run every cell (model x corpus x precision) of a plan through the MUSE\n"
+        "lm-eval tasks, writing RESULTS/<label>/<corpus>/<precision>/results.json.\n"
+        "Finished cells are skipped, so a killed sweep resumes where it stopped.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

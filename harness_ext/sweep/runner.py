@@ -16,6 +16,7 @@ same. lm-eval's 17 s default task index is never built (a task manager over our 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import itertools
@@ -25,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -88,7 +89,7 @@ def run_sweep(plan: Plan, results_dir: Path, *, progress: bool = True) -> list[P
     from model_wrappers.loading import reusing_checkpoints
 
     results_dir = Path(results_dir).resolve()
-    with reusing_checkpoints():
+    with reusing_checkpoints(), _environment_report_once():
         jobs = plan_jobs(plan, results_dir)
         _make_results_dir(results_dir)
         _remove_staging(jobs)
@@ -98,6 +99,26 @@ def run_sweep(plan: Plan, results_dir: Path, *, progress: bool = True) -> list[P
             for _, group in itertools.groupby(todo, key=_checkpoint_and_precision):
                 _run_group(list(group), plan.options, task_sets, display)
     return [job.path for job in jobs]
+
+
+@contextlib.contextmanager
+def _environment_report_once() -> Iterator[None]:
+    """lm-eval adds an environment report to every result (``pip list`` and more through
+    subprocesses, about 0.25 s); the cells of a sweep share one process, so collect it once."""
+    import lm_eval.evaluator as evaluator
+
+    collect, report = evaluator.add_env_info, {}
+
+    def add_collected(results: dict[str, Any]) -> None:
+        if not report:
+            collect(report)
+        results.update(report)
+
+    evaluator.add_env_info = add_collected
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = collect
 
 
 def _checkpoint_and_precision(job: Job) -> tuple[str, str]:
