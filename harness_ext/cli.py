@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "harness_ext.toyworld.command",
     "harness_ext.demo",
     "harness_ext.eval_command",
+    "harness_ext.sweep.command",
     "leaderboards.command",
 )
 
