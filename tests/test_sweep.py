@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ import torch
 import yaml
 from muse_run import run_tasks
 from test_loading import logits, make_adapter
+from transformers import AutoModelForCausalLM
 
 from harness_ext.cli import main
 from harness_ext.sweep import (
@@ -35,7 +37,9 @@ from harness_ext.sweep import (
     plan_jobs,
     run_sweep,
 )
-from model_wrappers.loading import load_causal_lm, open_checkpoint, reusing_checkpoints
+from harness_ext.sweep.runner import _TaskSet
+from model_wrappers.loading import Checkpoint, load_causal_lm, open_checkpoint, reusing_checkpoints
+from model_wrappers.muse_lm import MuseLM
 
 #: The cells of the resumed sweep's plan, in the order it runs them.
 CELLS = [
@@ -83,13 +87,33 @@ def leftovers(results: Path) -> list[Path]:
     return [p for p in results.rglob("*") if p.name.startswith((".sweep-", "tmp"))]
 
 
+#: What the uninterrupted sweep did, counted by :func:`counting`.
+WORK: Counter[str] = Counter()
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
+    """Count calls of ``owner.name`` in :data:`WORK`; the real one still does the work."""
+    real = getattr(owner, name)
+
+    def counted(*args: object, **kwargs: object) -> object:
+        WORK[f"{owner.__name__}.{name}"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+
+
 @pytest.fixture(scope="module")
 def swept(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted in-process sweep; returns its results folder."""
     data = plan_data(tiny_world, ("news", "books"))
     plan = load_plan(write_plan(tmp_path_factory.mktemp("sweep"), data))
     assert plan.results is not None
-    paths = run_sweep(plan, plan.results, progress=False)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        counting(monkeypatch, Checkpoint, "open")  # check and hash a checkpoint's files
+        counting(monkeypatch, AutoModelForCausalLM, "from_pretrained")  # read weights from disk
+        counting(monkeypatch, MuseLM, "create_from_arg_obj")  # build a model at a precision
+        counting(monkeypatch, _TaskSet, "build")  # build a corpus's lm-eval tasks
+        paths = run_sweep(plan, plan.results, progress=False)
     assert [p.relative_to(plan.results).parts[:3] for p in paths] == SWEPT
     return plan.results
 
@@ -126,6 +150,18 @@ def test_reused_checkpoint_builds_what_a_fresh_load_builds(target: Path, tmp_pat
     ):
         assert torch.equal(logits(model), logits(fresh_model)), kw
         assert provenance == fresh_provenance, kw
+
+
+def test_sweep_does_shared_work_once(swept: Path) -> None:
+    """8 cells: 2 checkpoints hashed and read once each, 4 models (one per checkpoint and
+    precision, serving both corpora), 2 task sets (one per corpus; target and retrain have the
+    same tokenizer files)."""
+    assert WORK == {
+        "Checkpoint.open": 2,
+        "AutoModelForCausalLM.from_pretrained": 2,
+        "MuseLM.create_from_arg_obj": 4,
+        "_TaskSet.build": 2,
+    }
 
 
 def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path) -> None:

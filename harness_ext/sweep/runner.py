@@ -162,9 +162,12 @@ def _job(cell: Cell, plan: Plan, device: str, corpus: dict[str, Any], results_di
     from model_wrappers.provenance import library_versions
 
     model, precision, options = cell.model, cell.precision, plan.options
+    # A local folder as the muse model will name it, so that both open the same checkpoint.
+    local = Path(model.pretrained).expanduser()
+    pretrained = str(local.resolve()) if local.is_dir() else model.pretrained
     try:
         opened = open_checkpoint(
-            model.pretrained, adapter=model.adapter, merge=model.merge, device=device
+            pretrained, adapter=model.adapter, merge=model.merge, device=device
         )
         spec, _ = resolve_precision(precision.name, precision.options, cell.emulated)
         if spec.family.calibrated:
@@ -173,7 +176,7 @@ def _job(cell: Cell, plan: Plan, device: str, corpus: dict[str, Any], results_di
             spec = replace(spec, calibration=calibration)
     except MuseQuantError as e:
         raise MuseQuantError(f"model {model.label!r}: {e}") from None
-    model_args: dict[str, Any] = {"pretrained": model.pretrained}
+    model_args: dict[str, Any] = {"pretrained": pretrained}
     if model.adapter:
         model_args |= {"adapter": model.adapter, "merge": model.merge}
     model_args["precision"] = precision.name
