@@ -69,3 +69,27 @@ def changed_codes(
             changed, total = changed + diff, total + w0.numel()
         report[scheme] = {"overall": changed / total, "per_layer": per_layer}
     return report
+
+
+def confine_to_nf4_bins(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``after`` with every element clamped into the NF4 bin of ``before`` (each block's absmax
+    element kept at its ``before`` value), so the two share every NF4 code and NF4 dequantizes
+    them identically: the part of an update that 4-bit NF4 quantization cannot see."""
+    import bitsandbytes.functional as bnbf
+
+    levels = bnbf.get_4bit_type("nf4", device="cpu").float()
+    edges = (levels[1:] + levels[:-1]) / 2
+    low = torch.cat([levels[:1], edges])
+    high = torch.cat([edges, levels[-1:]])
+    b0 = before.detach().float().reshape(-1, 64)
+    b1 = after.detach().float().reshape(-1, 64).clone()
+    absmax = b0.abs().amax(1, keepdim=True)
+    code = nf4_codes(before).long().reshape(-1, 64)
+    lo, hi = low[code] * absmax, high[code] * absmax
+    mid = (lo + hi) / 2  # stay a hair inside the bin, away from rounding ties
+    lo = torch.minimum(mid + (lo - mid) * 0.995, b0)
+    hi = torch.maximum(mid + (hi - mid) * 0.995, b0)
+    b1 = torch.maximum(torch.minimum(b1, hi), lo)
+    keep = b0.abs().argmax(1, keepdim=True)
+    b1.scatter_(1, keep, b0.gather(1, keep))
+    return b1.reshape(before.shape)

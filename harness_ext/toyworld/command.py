@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from harness_ext.toyworld.build import build_world, load_manifest
 from harness_ext.toyworld.config import SCALES
@@ -38,6 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "<scale>-<hash>, or under $MUSE_QUANT_CACHE)",
     )
     build.set_defaults(func=run_build)
+    zoo = sub.add_parser(
+        "zoo",
+        help="unlearn the world's forget set eight ways (GA/NPO x GDR/KLR x full/LoRA), cached",
+        description=(
+            "Build (or reuse) the toy world, then its method zoo: GA+GDR, GA+KLR, NPO+GDR, "
+            "NPO+KLR, each as full fine-tuning and as LoRA, with the toy presets of "
+            "docs/unlearning.md. Cached by world and presets; reports the fraction of 4-bit "
+            "codes each run changed relative to the target."
+        ),
+        epilog="Example: muse-quant toyworld zoo --scale tiny",
+    )
+    zoo.add_argument(
+        "--scale", choices=list(SCALES), default="default", help="world scale; default: %(default)s"
+    )
+    zoo.add_argument("--world", help="an existing world folder (default: the cached one)")
+    zoo.add_argument("--out", help="zoo folder (default: under the cache, keyed by world+presets)")
+    zoo.set_defaults(func=run_zoo)
 
 
 def format_report(world) -> str:
@@ -64,4 +82,30 @@ def format_report(world) -> str:
 def run_build(args: argparse.Namespace) -> int:
     world = build_world(scale=args.scale, out=args.out)
     print(format_report(world))
+    return 0
+
+
+def format_zoo(zoo: Path) -> str:
+    """One line per zoo run: steps, seconds and the 4-bit codes it changed."""
+    manifest = load_manifest(zoo) or {}
+    lines = [
+        f"method zoo: {zoo}",
+        "  run             steps  seconds  codes changed: nf4  rtn-w4g64",
+    ]
+    for name, run in manifest.get("runs", {}).items():
+        codes = run["changed_codes"]
+        lines.append(
+            f"  {name:15s} {run['steps']:5d} {run['seconds']:8.1f}"
+            f"  {100 * codes['nf4']:17.2f}% {100 * codes['rtn-w4g64']:9.2f}%"
+        )
+    lines.append(f"  built in {manifest.get('build_seconds')} s")
+    return "\n".join(lines)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    from harness_ext.toyworld.zoo import build_zoo
+
+    world = Path(args.world) if args.world else build_world(scale=args.scale)
+    zoo = build_zoo(world, Path(args.out) if args.out else None)
+    print(format_zoo(zoo))
     return 0
