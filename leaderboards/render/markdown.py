@@ -23,7 +23,10 @@ def escape_markdown(text: str) -> str:
     return "".join(_ENTITIES.get(ch, ch) for ch in text)
 
 
-def _table(columns: tuple[Column, ...], rows: list[tuple[ModelScores, CellScores | None]]) -> str:
+def markdown_table(
+    columns: tuple[Column, ...], rows: list[tuple[ModelScores, CellScores | None]]
+) -> str:
+    """A table of ``columns`` with one line per (model, cell); the audit report uses it too."""
     lines = [
         "| " + " | ".join(escape_markdown(c.header) for c in columns) + " |",
         "|" + "|".join("---:" if c.sorts_by_number else "---" for c in columns) + "|",
@@ -48,12 +51,12 @@ def render_markdown(board: Board) -> str:
         out += [f"- **{name}**: {escape_markdown(text)}" for name, text in facts(board, corpus)]
         out += ["", "### Ranking", ""]
         if corpus.methods:
-            out.append(_table(RANKING_COLUMNS, [(m, None) for m in corpus.methods]))
+            out.append(markdown_table(RANKING_COLUMNS, [(m, None) for m in corpus.methods]))
         else:
             out.append("No unlearned models to rank.")
         out += ["", "### Every model at every precision", ""]
         models = corpus.methods + corpus.references
-        out.append(_table(CELL_COLUMNS, [(m, cell) for m in models for cell in m.cells]))
+        out.append(markdown_table(CELL_COLUMNS, [(m, cell) for m in models for cell in m.cells]))
         if corpus.notes:
             out += ["", "Notes:", ""] + [f"- {escape_markdown(note)}" for note in corpus.notes]
     if board.warnings:
