@@ -19,9 +19,11 @@ from harness_ext.errors import MuseQuantError
 #: Modules that register subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "harness_ext.toyworld.command",
+    "harness_ext.unlearning.command",
     "harness_ext.demo",
     "harness_ext.eval_command",
     "harness_ext.sweep.command",
+    "harness_ext.audit_command",
     "leaderboards.command",
 )
 

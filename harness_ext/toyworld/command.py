@@ -90,12 +90,12 @@ def format_zoo(zoo: Path) -> str:
     manifest = load_manifest(zoo) or {}
     lines = [
         f"method zoo: {zoo}",
-        "  run             steps  seconds  codes changed: nf4  rtn-w4g64",
+        f"  {'run':26s} steps  seconds  codes changed: nf4  rtn-w4g64",
     ]
     for name, run in manifest.get("runs", {}).items():
         codes = run["changed_codes"]
         lines.append(
-            f"  {name:15s} {run['steps']:5d} {run['seconds']:8.1f}"
+            f"  {name:26s} {run['steps']:5d} {run['seconds']:8.1f}"
             f"  {100 * codes['nf4']:17.2f}% {100 * codes['rtn-w4g64']:9.2f}%"
         )
     lines.append(f"  built in {manifest.get('build_seconds')} s")
