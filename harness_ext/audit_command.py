@@ -53,6 +53,9 @@ class AuditRequest:
     results: Path | None = None
     #: None: the adapter's folder name, else the model's.
     label: str | None = None
+    #: The unlearning method the evidence names (None: the label), as a sweep's ``method``; the
+    #: demo passes its sweep's, so that the audit's cells are the sweep's (same key) and reused.
+    method: str | None = None
     revert_tolerance: float = AuditOptions.revert_tolerance
     emulated: bool = False
     batch_size: int = 64
@@ -75,7 +78,12 @@ class AuditRequest:
             {"name": name, "calibration": self.calibration} if self.calibration else name
             for name in self.precisions
         ]
-        model = {"label": self.model_label, "role": "method", "pretrained": self.model}
+        model = {
+            "label": self.model_label,
+            "role": "method",
+            "pretrained": self.model,
+            "method": self.method,
+        }
         if self.adapter:
             model |= {"adapter": self.adapter, "merge": self.merge}
         return {
@@ -94,7 +102,13 @@ class AuditRequest:
         }
 
 
-def _check_precisions(precisions: tuple[str, ...]) -> None:
+def precision_list(text: str) -> tuple[str, ...]:
+    """``--precisions fp32, nf4`` -> ``("fp32", "nf4")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def check_precisions(precisions: tuple[str, ...]) -> None:
+    """Refuse, before any work, a list without the full precision every verdict compares with."""
     if not precisions:
         raise MuseQuantError("--precisions: give at least one, e.g. fp32,nf4")
     if not set(precisions) & set(FULL_PRECISIONS):
@@ -112,7 +126,7 @@ def run_audit(request: AuditRequest, *, progress: bool = True) -> Audit:
     from leaderboards.audit import audit_results, check_report_folder, write_report
 
     options = AuditOptions(revert_tolerance=request.revert_tolerance)
-    _check_precisions(request.precisions)
+    check_precisions(request.precisions)
     if not LABEL.fullmatch(request.model_label):
         raise MuseQuantError(
             f"label {request.model_label!r} (letters, digits and . _ + - only): pass --label NAME"
@@ -157,12 +171,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precisions",
         required=True,
-        type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
+        type=precision_list,
         help="comma-separated, with a full precision, e.g. fp32,nf4,gptq-w4g128",
     )
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--results", type=Path, help="results folder (default: OUT/results)")
     p.add_argument("--label", help="the audited model's label (default: its folder's name)")
+    p.add_argument("--method", help="the unlearning method the report names (default: the label)")
     p.add_argument(
         "--revert-tolerance",
         type=float,

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Does LLM unlearning survive quantization? MUSE metrics as lm-eval tasks, "
             "evaluated across precisions."
         ),
-        epilog="Example: muse-quant demo    (builds the toy world and reports what it memorized)",
+        epilog="Example: muse-quant demo    (the whole story on the toy world: unlearn, quantize, "
+        "rank, audit)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"muse-quant {__version__}")

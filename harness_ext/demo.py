@@ -1,40 +1,319 @@
-"""``muse-quant demo``: the README's main job, end to end on the toy world.
+"""``muse-quant demo``: the README's main job, the whole story on the toy world.
 
-Today it builds (or reuses) the toy world and reports how well the target memorized its forget
-set and how little the retrain model knows of it; later stages (unlearning, precisions, the
-leaderboard) extend this same command.
+World -> method zoo (eight unlearning runs and two NF4-confined controls) -> sweep (every model
+at every precision on the world's news corpus) -> leaderboard -> audits of one full fine-tuning
+and one LoRA run -> a headline: which methods' forgetting reverts after quantization and which
+holds. Each stage is cached or resumable (the world and the zoo are cached by configuration, the
+sweep skips finished cells), so a second run, or one after a kill, redoes nothing finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import os
+import sys
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness_ext.toyworld.build import build_world
-from harness_ext.toyworld.command import format_report
+from harness_ext.errors import MuseQuantError
 from harness_ext.toyworld.config import SCALES
+
+if TYPE_CHECKING:
+    from leaderboards.audit import PrecisionVerdict
+    from leaderboards.robustness import Board
+
+DEFAULT_OUT = Path("muse-quant-demo")
+#: The deployment precisions the demo runs, with real kernels; GPTQ when gptqmodel is installed.
+DEFAULT_PRECISIONS = ("fp32", "int8", "nf4", "fp4", "gptq-w4g128")
+CORPUS = "news"
+#: The zoo runs audited with a full report: the same method, full fine-tuning and LoRA.
+AUDITED = ("npo_gdr_full", "npo_gdr_lora")
+RESULTS, BOARD, AUDITS = "results", "board", "audits"
+STAGES = 6
+
+EPILOG = f"""\
+Writes into --out: {RESULTS}/ (one lm-eval results file per model x precision), {BOARD}/ (the
+leaderboard: index.html, leaderboard.md/.csv/.json) and {AUDITS}/<run>/report.md|json.
+
+Examples:
+  muse-quant demo                                  # tiny world, {",".join(DEFAULT_PRECISIONS)}
+  muse-quant demo --precisions fp32,nf4 --out /tmp/demo
+  muse-quant demo --scale default                  # bigger world: ~8 min more to build it
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from harness_ext.audit_command import precision_list
+
     demo = subparsers.add_parser(
         "demo",
-        help="run the end-to-end demo on the toy world",
-        description="Build (or reuse from the cache) the toy world and report what it memorized.",
-        epilog="Example: muse-quant demo --scale tiny",
+        help="run the whole story on the toy world: unlearn, quantize, rank, audit",
+        description="Build (or reuse) the toy world and its method zoo, evaluate every model at "
+        "every precision, write the leaderboard and two audits, and say which unlearning "
+        "methods revert after quantization and which hold. Re-running reuses everything "
+        "finished.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--scale",
         choices=list(SCALES),
-        default="default",
+        default="tiny",
         help="toy world scale; default: %(default)s",
     )
-    demo.add_argument("--out", help="world folder (default: the cache, see `toyworld build`)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="output folder (results, board, audits); default: ./%(default)s",
+    )
+    demo.add_argument(
+        "--precisions",
+        type=precision_list,
+        help=f"comma-separated, with fp32 or bf16; default: {','.join(DEFAULT_PRECISIONS)} "
+        "(GPTQ skipped when gptqmodel is not installed)",
+    )
+    demo.add_argument("--no-progress", action="store_true", help="no per-cell lines on stderr")
     demo.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    started = time.time()
-    world = build_world(scale=args.scale, out=args.out)
-    print(format_report(world))
-    print(f"demo finished in {time.time() - started:.1f} s")
+    import torch
+
+    # One torch thread unless OMP_NUM_THREADS says otherwise: the toy models' matmuls are tiny,
+    # and on a shared 2-core machine two OpenMP threads stall up to ~100x whenever another
+    # process holds a core (docs/tasks.md). The world build does the same.
+    threads = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness_ext.audit_command import AuditRequest, run_audit
+    from harness_ext.sweep import plan_from_dict, run_sweep
+    from harness_ext.toyworld.build import build_world
+    from harness_ext.toyworld.command import format_report, format_zoo
+    from harness_ext.toyworld.zoo import build_zoo
+    from leaderboards.audit import REPORT_MARKDOWN
+    from leaderboards.command import format_summary
+    from leaderboards.render.board_files import render_all
+    from leaderboards.write import write_folder
+
+    started = time.perf_counter()
+    out = args.out.absolute()
+    precisions = _precisions(args.precisions)
+    _check_out(out)
+    timings: dict[str, float] = {}
+
+    with _stage(1, f"toy world ({args.scale}): build or reuse", "world", timings):
+        world = build_world(scale=args.scale)
+        print(format_report(world))
+    with _stage(2, "method zoo: GA/NPO x GDR/KLR x full/LoRA, build or reuse", "zoo", timings):
+        zoo = build_zoo(world)
+        print(format_zoo(zoo))
+
+    # One request holds the evaluation options for the sweep and both audits, so every audit
+    # cell has the sweep's key and is reused, not evaluated again.
+    runs = _zoo_runs(world, zoo)
+    target, retrain = world / "models" / "target", world / "models" / "retrain"
+    base = AuditRequest(
+        model=str(target),
+        target=str(target),
+        retrain=str(retrain),
+        data=str(world / "data"),
+        out=out / AUDITS,
+        precisions=precisions,
+        corpus=CORPUS,
+        results=out / RESULTS,
+        calibration=str(world / "pretrain" / "generic.json"),
+    )
+    models = [
+        {"label": "target", "role": "target", "pretrained": base.target},
+        {"label": "retrain", "role": "retrain", "pretrained": base.retrain},
+    ]
+    models += [
+        {"label": r.label, "role": "method", "method": r.method, "pretrained": r.pretrained,
+         "adapter": r.adapter}
+        for r in runs
+    ]  # fmt: skip
+    cells = len(models) * len(precisions)
+    title = (
+        f"sweep: {len(models)} models x {len(precisions)} precisions on {CORPUS} ({cells} cells)"
+    )
+    with _stage(3, title, "sweep", timings):
+        plan = plan_from_dict(base.plan_data() | {"models": models}, Path.cwd())
+        paths = run_sweep(plan, base.results_dir, progress=not args.no_progress)
+
+    with _stage(4, f"leaderboard -> {out / BOARD}", "leaderboard", timings):
+        board = _board(base.results_dir, paths)
+        write_folder(out / BOARD, render_all(board))
+        print(format_summary(board).lstrip("\n"))
+
+    reports = []
+    by_label = {r.label: r for r in runs}
+    with _stage(5, f"audits of {' and '.join(AUDITED)} -> {out / AUDITS}", "audits", timings):
+        for zoo_run in (by_label[label] for label in AUDITED):
+            request = replace(
+                base,
+                model=zoo_run.pretrained,
+                adapter=zoo_run.adapter,
+                label=zoo_run.label,
+                method=zoo_run.method,
+                out=out / AUDITS / zoo_run.label,
+            )
+            audit = run_audit(request, progress=False)
+            print(f"{zoo_run.label} ({zoo_run.mode}): {audit.headline}")
+            reports.append(request.out / REPORT_MARKDOWN)
+
+    with _stage(6, "headline: does forgetting survive quantization?", "headline", timings):
+        print(headline(base.results_dir, [r.label for r in runs], precisions))
+
+    print(f"\nleaderboard: {out / BOARD / 'index.html'}")
+    print("audit reports: " + ", ".join(str(path) for path in reports))
+    spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+    print(f"demo finished in {time.perf_counter() - started:.1f} s ({spent})")
     return 0
+
+
+@dataclass(frozen=True)
+class ZooRun:
+    """One zoo run as the sweep and the audits name it."""
+
+    label: str
+    method: str
+    #: A checkpoint folder, or for a LoRA run the base its adapter was trained on (the target).
+    pretrained: str
+    adapter: str | None
+
+    @property
+    def mode(self) -> str:
+        return "lora" if self.adapter else "full"
+
+
+def _zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
+    """The zoo's runs in its manifest's order; a folder with a peft adapter is a LoRA run."""
+    from harness_ext.toyworld.build import load_manifest
+
+    runs = []
+    for label, run in (load_manifest(zoo) or {}).get("runs", {}).items():
+        folder = zoo / label
+        lora = (folder / "adapter_config.json").is_file()
+        pretrained = world / "models" / "target" if lora else folder
+        runs.append(ZooRun(label, run["method"], str(pretrained), str(folder) if lora else None))
+    return runs
+
+
+def _precisions(given: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The precisions to run, checked before any work. The default list keeps GPTQ only when
+    gptqmodel is installed (and says so when it is not); a list given explicitly is kept as is,
+    so asking for GPTQ without gptqmodel is the loader's one-line error."""
+    from harness_ext.audit_command import check_precisions
+    from model_wrappers.precisions import GPTQ, GPTQ_INSTALL, resolve_precision
+
+    names = DEFAULT_PRECISIONS if given is None else given
+    check_precisions(names)
+    gptq = [name for name in names if resolve_precision(name)[0].family is GPTQ]
+    # Looked up, not imported: importing prints gptqmodel's banner; the sweep imports it later,
+    # with library output going to its log.
+    if given is None and gptq and importlib.util.find_spec("gptqmodel") is None:
+        print(
+            f"muse-quant: note: {', '.join(gptq)} skipped, gptqmodel is not installed; "
+            f"{GPTQ_INSTALL}",
+            file=sys.stderr,
+        )
+        names = tuple(name for name in names if name not in gptq)
+    return names
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out the demo could not fill, before the long stages: not a folder, not
+    writable, or holding a board or reports that muse-quant did not write."""
+    from leaderboards.audit import check_report_folder
+    from leaderboards.write import is_board_folder
+
+    if out.exists() and not out.is_dir():
+        raise MuseQuantError(f"--out {out}: not a folder")
+    for name in AUDITED:
+        check_report_folder(out / AUDITS / name)
+    board = out / BOARD
+    if board.exists() and not (board.is_dir() and is_board_folder(board)):
+        raise MuseQuantError(
+            f"--out {out}: {board} is not a leaderboard muse-quant wrote; choose another --out"
+        )
+
+
+@contextlib.contextmanager
+def _stage(number: int, title: str, name: str, timings: dict[str, float]) -> Iterator[None]:
+    """A one-line banner, then the stage; its seconds go into ``timings`` for the last line."""
+    print(f"\n== [{number}/{STAGES}] {title}", flush=True)
+    started = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - started
+    sys.stdout.flush()
+
+
+def _board(results: Path, paths: Sequence[Path]) -> Board:
+    """The board of this run's cells only: a results folder reused with other precisions (or
+    left by an older zoo) may hold more."""
+    from leaderboards.collect import Collection, collect_results
+    from leaderboards.robustness import compute_board
+
+    results = results.resolve()
+    collection = collect_results(results)
+    ours = {path.relative_to(results).as_posix() for path in paths}
+    rows = tuple(row for row in collection.rows if row.source in ours)
+    return compute_board(Collection(rows, tuple(sorted(ours)), collection.warnings))
+
+
+#: The headline's groups, in the order it prints them (``{full}``: the full precision).
+REVERTS, HOLDS, NO_FORGETTING, UNKNOWN = (
+    "revert after quantization",
+    "forget at {full} and hold at every quantized precision",
+    "hold, but did not forget at {full} (nothing for quantization to give back)",
+    "cannot tell",
+)
+
+
+def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) -> str:
+    """Every run's verdicts, grouped so that a reader sees at a glance which revert and which
+    hold. The verdicts are the audit's (:func:`leaderboards.audit.audit_results`, from the
+    results files alone): one rule for the headline, the reports and ``muse-quant audit``."""
+    from leaderboards.audit import audit_results
+
+    groups: dict[str, list[list[str]]] = {REVERTS: [], HOLDS: [], NO_FORGETTING: [], UNKNOWN: []}
+    for label in labels:
+        audit = audit_results(results, label, corpus=CORPUS, precisions=precisions)
+        group, texts = _group(audit.verdicts)
+        model = f"    {label} ({audit.model.method}, {audit.model.mode})"
+        groups[group].append([model, *(f"      {text}" for text in texts)])
+    full, *quantized = audit.verdicts
+    lines = [f"{CORPUS}: each run at {', '.join(v.precision for v in quantized)}, compared with "
+             f"itself at {full.precision} (the audit's rule, docs/audit.md)"]  # fmt: skip
+    for group, entries in groups.items():
+        if entries:
+            header = group.format(full=full.precision)
+            lines.append(f"  {header}: {len(entries)} of {len(labels)}")
+            lines += [line for entry in entries for line in entry]
+    return "\n".join(lines)
+
+
+def _group(verdicts: Sequence[PrecisionVerdict]) -> tuple[str, list[str]]:
+    """A run's headline group and the verdict sentences that put it there; a run that reverts
+    but never forgot at full precision says that too."""
+    full, *quantized = verdicts
+    reverts = [v.text for v in quantized if v.status == "reverts"]
+    if reverts:
+        return REVERTS, reverts + ([] if full.passed else [full.text])
+    unknown = [v.text for v in verdicts if v.status == "n/a"]
+    if unknown:
+        return UNKNOWN, unknown
+    return (HOLDS, []) if full.passed else (NO_FORGETTING, [full.text])

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--scale",
         choices=list(SCALES),
         default="default",
-        help="tiny (tests, about a minute) or default (demo); default: %(default)s",
+        help="tiny (tests and the demo, about a minute) or default (bigger); default: %(default)s",
     )
     build.add_argument(
         "--out",
