@@ -43,7 +43,7 @@ leaderboard: index.html, leaderboard.md/.csv/.json) and {AUDITS}/<run>/report.md
 Examples:
   muse-quant demo                                  # tiny world, {",".join(DEFAULT_PRECISIONS)}
   muse-quant demo --precisions fp32,nf4 --out /tmp/demo
-  muse-quant demo --scale default                  # bigger world: ~8 min more to build it
+  muse-quant demo --scale default                  # bigger world (its build alone: ~8 min)
 """
 
 
@@ -70,11 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=DEFAULT_OUT,
+        metavar="DIR",
         help="output folder (results, board, audits); default: ./%(default)s",
     )
     demo.add_argument(
         "--precisions",
         type=precision_list,
+        metavar="LIST",
         help=f"comma-separated, with fp32 or bf16; default: {','.join(DEFAULT_PRECISIONS)} "
         "(GPTQ skipped when gptqmodel is not installed)",
     )
