@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from harness_ext.batching import pad_batch
 from harness_ext.toyworld.config import ModelShape, TrainPhase
 
 
@@ -37,15 +38,8 @@ def new_llama(shape: ModelShape, tokenizer: PreTrainedTokenizerFast, seed: int) 
 def _batches(ids: list[list[int]], batch_size: int, pad_id: int, gen: torch.Generator):
     order = torch.randperm(len(ids), generator=gen).tolist()
     for start in range(0, len(order), batch_size):
-        chunk = [ids[i] for i in order[start : start + batch_size]]
-        width = max(len(x) for x in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, x in enumerate(chunk):
-            input_ids[row, : len(x)] = torch.tensor(x)
-            mask[row, : len(x)] = 1
-        labels = input_ids.masked_fill(mask == 0, -100)
-        yield input_ids, mask, labels
+        batch = pad_batch([ids[i] for i in order[start : start + batch_size]], pad_id)
+        yield batch["input_ids"], batch["attention_mask"], batch["labels"]
 
 
 def train_causal_lm(

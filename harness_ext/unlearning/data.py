@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from harness_ext.batching import pad_batch
 from harness_ext.errors import MuseQuantError
 from harness_ext.muse_layout import read_split, split_path
 
@@ -70,17 +71,6 @@ def load_forget_retain(
     forget = chunk_ids(tokenizer, _texts(data, "forget"), max_length)
     retain = [c for s in retain_splits for c in chunk_ids(tokenizer, _texts(data, s), max_length)]
     return ForgetRetainData(forget, retain, seed)
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.tensor(s)
-        mask[row, : len(s)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
 @dataclass

@@ -1,0 +1,114 @@
+"""The method zoo on the tiny world and what it establishes about quantization (docs/unlearning.md).
+
+Measured through the real ``muse`` model and VerbMem task, over two unlearning seeds:
+- every GDR run forgets at full precision (VerbMem_f near the retrain model's level);
+- natural full fine-tuning changes many NF4 codes (>5%) at this scale, and NF4 keeps its
+  forgetting: the toy world does *not* revert by itself, and neither do the LoRA twins;
+- the same update confined to the target's NF4 bins (0 codes changed) still forgets at fp32 but
+  reverts at NF4 (forget retention up by more than 0.3): what decides the revert is the
+  changed-code fraction, as Zhang et al. argue for 7B models whose updates are smaller than a
+  4-bit step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from muse_run import flat_metrics, run_tasks
+
+from harness_ext.toyworld.zoo import CONFINED_SUFFIX, build_zoo, save_confined, zoo_configs
+from harness_ext.unlearning import unlearn
+
+GDR_RUNS = ("ga_gdr_full", "npo_gdr_full", "ga_gdr_lora", "npo_gdr_lora")
+
+
+@pytest.fixture(scope="module")
+def zoo(tiny_world: Path) -> Path:
+    return build_zoo(tiny_world)
+
+
+@pytest.fixture(scope="module")
+def seed1_runs(tiny_world: Path, tmp_path_factory) -> Path:
+    """The GDR runs again with unlearning seed 1 (data order, pairing, LoRA init)."""
+    folder = tmp_path_factory.mktemp("seed1")
+    configs = zoo_configs(seed=1)
+    for name in GDR_RUNS:
+        unlearn(
+            tiny_world / "models" / "target",
+            tiny_world / "data",
+            configs[name],
+            folder / name,
+            progress=False,
+        )
+    for name in ("ga_gdr_full", "npo_gdr_full"):
+        save_confined(tiny_world / "models" / "target", folder / name, folder)
+    return folder
+
+
+def verbmem(tiny_world: Path, run: Path, precision: str) -> float:
+    """VerbMem_f (x100) through lm-eval and the muse model, NF4 emulated (= bnb's weights)."""
+    args = {"precision": precision, "emulated": precision != "fp32"}
+    if (run / "adapter_config.json").exists():
+        args.update(pretrained=str(tiny_world / "models" / "target"), adapter=str(run))
+        model_dir = tiny_world / "models" / "target"
+    else:
+        model_dir = run
+    results = run_tasks(model_dir, tiny_world / "data", ["muse_news_verbmem_f"], model_args=args)
+    return flat_metrics(results)["verbmem_f"]
+
+
+def codes(run: Path) -> dict[str, float]:
+    record = json.loads((run / "unlearn.json").read_text())["changed_codes"]
+    return {k: v["overall"] for k, v in record.items()}
+
+
+def test_zoo_has_eight_runs_and_two_controls_with_their_records(zoo: Path, tiny_world) -> None:
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    assert set(manifest["runs"]) == {
+        *zoo_configs(),
+        "ga_gdr_full" + CONFINED_SUFFIX,
+        "npo_gdr_full" + CONFINED_SUFFIX,
+    }
+    for name, run in manifest["runs"].items():
+        assert run["changed_codes"]["nf4"] == pytest.approx(codes(zoo / name)["nf4"])
+    stamp = (zoo / "manifest.json").stat().st_mtime_ns
+    assert build_zoo(tiny_world) == zoo  # cached: reused, not rebuilt
+    assert (zoo / "manifest.json").stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def target_verbmem(tiny_world: Path) -> dict[str, float]:
+    target = tiny_world / "models" / "target"
+    return {p: verbmem(tiny_world, target, p) for p in ("fp32", "nf4")}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_natural_unlearning_forgets_and_nf4_keeps_it(
+    seed, zoo, seed1_runs, tiny_world, target_verbmem
+) -> None:
+    folder = zoo if seed == 0 else seed1_runs
+    for name in GDR_RUNS:
+        run = folder / name
+        fp32, nf4 = verbmem(tiny_world, run, "fp32"), verbmem(tiny_world, run, "nf4")
+        assert fp32 < 0.5 * target_verbmem["fp32"], (name, fp32)  # forgot at full precision
+        assert codes(run)["nf4"] > 0.05, name  # the update crosses many 4-bit boundaries ...
+        assert abs(nf4 - fp32) < 15, (name, fp32, nf4)  # ... so NF4 keeps the forgetting
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_update_confined_to_nf4_bins_reverts_at_nf4(
+    seed, zoo, seed1_runs, tiny_world, target_verbmem
+) -> None:
+    folder = zoo if seed == 0 else seed1_runs
+    for name in ("ga_gdr_full", "npo_gdr_full"):
+        run = folder / f"{name}{CONFINED_SUFFIX}"
+        assert codes(run)["nf4"] == 0.0
+        fp32, nf4 = verbmem(tiny_world, run, "fp32"), verbmem(tiny_world, run, "nf4")
+        retention_fp32 = fp32 / target_verbmem["fp32"]
+        retention_nf4 = nf4 / target_verbmem["fp32"]
+        assert retention_fp32 < 0.6, (name, fp32)  # still forgets at full precision
+        # NF4 gives the block weights' part of the forgetting back; what remains forgotten
+        # lives in the never-quantized embeddings, norms and head
+        assert retention_nf4 - retention_fp32 > 0.3, (name, fp32, nf4)
