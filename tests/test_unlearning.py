@@ -304,3 +304,18 @@ def test_nan_loss_stops_with_a_message_and_writes_nothing(target, tiny_world, tm
 def test_unknown_method_config_is_refused() -> None:
     with pytest.raises(MuseQuantError, match="unknown param dtype 'fp8'"):
         UnlearnConfig(param_dtype="fp8")
+
+
+def test_early_stopping_needs_every_checked_score_at_its_threshold(target, tiny_world, tmp_path):
+    data = tiny_world / "data"
+    base = {**QUICK, "max_steps": 4, "check_every": 2, "stop_verbmem": 1.0}
+    stops = unlearn(target, data, UnlearnConfig(**base), tmp_path / "a", progress=False)
+    record = json.loads((stops / "unlearn.json").read_text())
+    assert record["steps"] == 2 and record["stopped_early"]
+    assert [c["step"] for c in record["forget_checks"]] == [2]
+    # the same run also asked for forget QA <= -1, which no score reaches: it runs to the end
+    never = UnlearnConfig(**base, stop_knowmem=-1.0)
+    runs = unlearn(target, data, never, tmp_path / "b", progress=False)
+    record = json.loads((runs / "unlearn.json").read_text())
+    assert record["steps"] == 4 and not record["stopped_early"]
+    assert [sorted(c) for c in record["forget_checks"]] == [["knowmem", "step", "verbmem"]] * 2

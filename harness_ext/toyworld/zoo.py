@@ -37,21 +37,28 @@ MODES = ("full", "lora")
 
 #: Per mode, the toy-world preset every method of the zoo starts from (docs/unlearning.md):
 #: bf16 parameters as in the papers, a larger learning rate than their 1e-5 (at 1e-5 a toy model
-#: does not forget in 1500 steps), and early stopping once forget VerbMem (ROUGE-L) reaches 0.3,
-#: about the retrain model's level.
+#: does not forget in 1500 steps), and early stopping once forget VerbMem and forget KnowMem
+#: (ROUGE-L, 0..1) reach about the retrain model's level (0.20 and 0.03 on the tiny world).
 PRESETS: dict[str, UnlearnConfig] = {
-    "full": UnlearnConfig(mode="full", lr=1e-4, max_steps=300, check_every=10, stop_verbmem=0.3),
-    "lora": UnlearnConfig(mode="lora", lr=3e-4, max_steps=300, check_every=10, stop_verbmem=0.3),
+    mode: UnlearnConfig(
+        mode=mode,
+        lr=lr,
+        max_steps=400,
+        check_every=10,
+        stop_verbmem=0.2,
+        stop_knowmem=0.05,
+    )
+    for mode, lr in (("full", 1e-4), ("lora", 3e-4))
 }
 #: Per-run changes to the preset, from the tuning runs in docs/unlearning.md. GA drags the retain
 #: texts down with the forget texts (the toy biographies share templates): a 5x retain term keeps
-#: more utility. LoRA's rate is the one that forgets within 300 steps with the most utility left.
+#: more utility, and checks every 5 steps stop it closer to the cliff where it forgets at once.
+GA = {"retain_weight": 5.0, "check_every": 5}
 TUNED: dict[str, dict[str, float]] = {
-    "ga_gdr_full": {"retain_weight": 5.0},
-    "ga_klr_full": {"retain_weight": 5.0},
-    "ga_gdr_lora": {"retain_weight": 5.0, "lr": 2e-4},
-    "ga_klr_lora": {"retain_weight": 5.0, "lr": 1e-4},
-    "npo_klr_lora": {"lr": 1e-4},
+    "ga_gdr_full": GA,
+    "ga_klr_full": GA,
+    "ga_gdr_lora": {**GA, "lr": 2e-4},
+    "ga_klr_lora": {**GA, "lr": 1e-4},
 }
 
 

@@ -27,24 +27,41 @@ class LossProgress(TrainerCallback):
 
 
 class ForgetCheck(TrainerCallback):
-    """Every ``every`` steps, score forget verbatim memorization; stop once it is <= ``stop_at``.
+    """Every ``every`` steps, score forget memorization with greedy decoding (ROUGE-L F1, 0..1):
+    verbatim continuations of ``pairs`` and, when ``stop_knowmem`` is set, answers to ``qa``
+    (with ``icl`` in context). Stop once every checked score is at or below its threshold.
 
-    ``checks`` keeps ``(step, score)`` for ``unlearn.json``.
+    ``checks`` keeps one dict per check for ``unlearn.json``; ``stopped`` says whether it fired.
     """
 
-    def __init__(self, tokenizer: Any, pairs: list[dict[str, str]], every: int, stop_at: float):
-        self.tokenizer, self.pairs, self.every, self.stop_at = tokenizer, pairs, every, stop_at
-        self.checks: list[tuple[int, float]] = []
+    def __init__(
+        self,
+        tokenizer: Any,
+        pairs: list[dict[str, str]],
+        qa: tuple[list[dict[str, str]], list[dict[str, str]]] | None,
+        every: int,
+        stop_verbmem: float,
+        stop_knowmem: float | None,
+    ) -> None:
+        self.tokenizer, self.pairs, self.qa, self.every = tokenizer, pairs, qa, every
+        self.stop_verbmem, self.stop_knowmem = stop_verbmem, stop_knowmem
+        self.checks: list[dict[str, float]] = []
+        self.stopped = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
         if state.global_step % self.every:
             return
-        from harness_ext.toyworld.check import verbatim_rouge
+        from harness_ext.toyworld.check import qa_rouge, verbatim_rouge
 
         model.eval()
         with torch.no_grad():
-            score = verbatim_rouge(model, self.tokenizer, self.pairs)
+            check = {"step": state.global_step}
+            check["verbmem"] = round(verbatim_rouge(model, self.tokenizer, self.pairs), 4)
+            done = check["verbmem"] <= self.stop_verbmem
+            if self.stop_knowmem is not None and self.qa is not None:
+                check["knowmem"] = round(qa_rouge(model, self.tokenizer, *self.qa), 4)
+                done = done and check["knowmem"] <= self.stop_knowmem
         model.train()
-        self.checks.append((state.global_step, round(score, 4)))
-        if score <= self.stop_at:
-            control.should_training_stop = True
+        self.checks.append(check)
+        if done:
+            self.stopped = control.should_training_stop = True

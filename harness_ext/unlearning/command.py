@@ -27,6 +27,7 @@ HYPERPARAMETERS = {
     "seed": (int, "seed of data order, pairing and LoRA init (default: %(default)s)"),
     "check_every": (int, "early stopping: score forget VerbMem every N steps (0: off)"),
     "stop_verbmem": (float, "early stopping: stop once forget VerbMem (ROUGE-L, 0..1) <= this"),
+    "stop_knowmem": (float, "early stopping: and forget KnowMem (ROUGE-L, 0..1) <= this"),
 }
 
 

@@ -40,10 +40,12 @@ class UnlearnConfig:
     lora_dropout: float = 0.05
     seed: int = 0
     retain_splits: tuple[str, ...] = ("retain1",)
-    #: Early stopping: every ``check_every`` steps, stop once forget verbatim ROUGE-L (0..1) is at
-    #: or below ``stop_verbmem`` (0 = never check).
+    #: Early stopping: every ``check_every`` steps (0 = never), stop once forget verbatim ROUGE-L
+    #: (0..1) is at or below ``stop_verbmem`` and, if ``stop_knowmem`` is set, forget QA ROUGE-L
+    #: at or below it too.
     check_every: int = 0
     stop_verbmem: float = 0.0
+    stop_knowmem: float | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

@@ -88,3 +88,10 @@ def verbatim_pairs(data: Path) -> list[dict[str, str]]:
     if not split_path(data, "verbmem", "forget").is_file():
         return []
     return read_split(data, "verbmem", "forget")
+
+
+def forget_qa(data: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]] | None:
+    """KnowMem's forget questions and in-context examples, for the early-stopping check."""
+    if not all(split_path(data, "knowmem", s).is_file() for s in ("forget_qa", "forget_qa_icl")):
+        return None
+    return read_split(data, "knowmem", "forget_qa"), read_split(data, "knowmem", "forget_qa_icl")

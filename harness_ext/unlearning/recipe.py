@@ -24,6 +24,7 @@ from harness_ext.unlearning.config import UnlearnConfig
 from harness_ext.unlearning.data import (
     ForgetRetainCollator,
     data_hash,
+    forget_qa,
     load_forget_retain,
     verbatim_pairs,
 )
@@ -62,9 +63,7 @@ def unlearn(
         "target": _target_record(str(target)),
         "data": {"path": str(data), "sha256": data_hash(data, ("forget", *config.retain_splits))},
         "steps": trainer.state.global_step,
-        "stopped_early": bool(
-            checks and checks.checks and checks.checks[-1][1] <= config.stop_verbmem
-        ),
+        "stopped_early": bool(checks and checks.stopped),
         "forget_checks": checks.checks if checks else [],
         "loss_terms": {"first": trainer.term_history[0], "last": trainer.term_history[-1]},
         "changed_codes": _changed_codes(str(target), trained),
@@ -156,7 +155,14 @@ def _trainer(
     checks = None
     pairs = verbatim_pairs(data)
     if config.check_every and pairs:
-        checks = ForgetCheck(tokenizer, pairs, config.check_every, config.stop_verbmem)
+        checks = ForgetCheck(
+            tokenizer,
+            pairs,
+            forget_qa(data),
+            config.check_every,
+            config.stop_verbmem,
+            config.stop_knowmem,
+        )
         trainer.add_callback(checks)
     return trainer, checks
 
