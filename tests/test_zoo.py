@@ -5,7 +5,7 @@ Measured through the real ``muse`` model and VerbMem task, over two unlearning s
 - natural full fine-tuning changes many NF4 codes (>5%) at this scale, and NF4 keeps its
   forgetting: the toy world does *not* revert by itself, and neither do the LoRA twins;
 - the same update confined to the target's NF4 bins (0 codes changed) still forgets at fp32 but
-  reverts at NF4 (forget retention up by more than 0.3): what decides the revert is the
+  reverts at NF4 (forget retention up by more than 0.2): what decides the revert is the
   changed-code fraction, as Zhang et al. argue for 7B models whose updates are smaller than a
   4-bit step.
 """
@@ -111,4 +111,4 @@ def test_an_update_confined_to_nf4_bins_reverts_at_nf4(
         assert retention_fp32 < 0.6, (name, fp32)  # still forgets at full precision
         # NF4 gives the block weights' part of the forgetting back; what remains forgotten
         # lives in the never-quantized embeddings, norms and head
-        assert retention_nf4 - retention_fp32 > 0.3, (name, fp32, nf4)
+        assert retention_nf4 - retention_fp32 > 0.2, (name, fp32, nf4)
