@@ -34,8 +34,10 @@ AUDIT_RULE = (
     "retrain model's) and C2 (KnowMem_f <= the retrain model's) pass; if either fails there is "
     "no forgetting to keep. At each quantized precision p it reverts when the retention of "
     "VerbMem_f or KnowMem_f (score / the target's at full precision) rises by more than the "
-    "revert tolerance over the model's own full-precision retention, or when C1 or C2 passed at "
-    "full precision and fails at p; otherwise forgetting holds. A number the rule needs that is "
+    "revert tolerance over the model's own full-precision retention; otherwise forgetting holds "
+    "(a C1 or C2 that passed at full precision and fails at p within the tolerance is named, "
+    "not counted: near the retrain model's level one question can flip it). A number the rule "
+    "needs that is "
     "n/a makes the verdict n/a. The audit passes only when the model forgets at full precision "
     "and forgetting holds at every quantized precision."
 )
@@ -173,8 +175,9 @@ def judge_full_precision(cell: CellScores, retrain: CellScores | None) -> Precis
 def judge_quantized(
     cell: CellScores, full: CellScores, retrain: CellScores | None, revert_tolerance: float
 ) -> PrecisionVerdict:
-    """Did quantization give the forgotten back? Reverts over the tolerance, or C1/C2 lost."""
-    reverted, unknown = [], []
+    """Did quantization give the forgotten back? A forget retention up by more than the
+    tolerance; a C1/C2 lost within the tolerance is named in the text but does not count."""
+    reverted, within, unknown = [], [], []
     for name, score, criterion in FORGET_METRICS:
         revert = getattr(cell, f"revert_{score}")
         was_passing = getattr(full.criteria, criterion) is True
@@ -182,25 +185,28 @@ def judge_quantized(
         lost = was_passing and now is False
         if revert is None:
             unknown.append(f"{name} revert n/a")
-        if was_passing and now is None:
-            unknown.append(f"{criterion.upper()} n/a")
-        if lost or (revert is not None and revert > revert_tolerance):
-            retention = f"retention_{score}"
-            clause = (
-                f"{name} {_number(getattr(full, score), 1)} -> {_number(getattr(cell, score), 1)}, "
-                f"retention {_number(getattr(full, retention), 2)} -> "
-                f"{_number(getattr(cell, retention), 2)}"
-            )
-            if lost:
-                reference = _number(getattr(retrain, score) if retrain else None, 1)
-                clause += f", {criterion.upper()} fails (retrain's {reference})"
-            reverted.append(clause)
+            continue
+        if revert <= revert_tolerance and not lost:
+            continue
+        retention = f"retention_{score}"
+        clause = (
+            f"{name} {_number(getattr(full, score), 1)} -> {_number(getattr(cell, score), 1)}, "
+            f"retention {_number(getattr(full, retention), 2)} -> "
+            f"{_number(getattr(cell, retention), 2)}"
+        )
+        if lost:
+            reference = _number(getattr(retrain, score) if retrain else None, 1)
+            clause += f", {criterion.upper()} fails (retrain's {reference})"
+        (reverted if revert > revert_tolerance else within).append(clause)
     where = cell.precision
     if reverted:
         return PrecisionVerdict(where, "reverts", f"reverts at {where}: " + "; ".join(reverted))
     if unknown:
         return PrecisionVerdict(where, "n/a", f"cannot tell at {where}: " + ", ".join(unknown))
-    return PrecisionVerdict(where, "holds", f"forgetting holds at {where}")
+    text = f"forgetting holds at {where}"
+    if within:
+        text += " (within the revert tolerance: " + "; ".join(within) + ")"
+    return PrecisionVerdict(where, "holds", text)
 
 
 def judge(

@@ -38,7 +38,8 @@ WORLD = {
     "reverts": ("method", {"fp32": (0, 6, 47, 0.50), "nf4": (25, 6, 47, 0.40)}),
     # VerbMem_f retention 4/80 -> 16/80 (+0.15): over 0.10, though C1 still passes (16 <= 21).
     "drifts": ("method", {"fp32": (4, 6, 47, 0.50), "nf4": (16, 6, 47, 0.50)}),
-    # KnowMem_f retention +0.03 only, but C2 passed (15 <= 15) and is lost (16.8 > 16).
+    # KnowMem_f retention +0.03 only: C2 passed (15 <= 15) and is lost (16.8 > 16), within the
+    # tolerance, so it is named but forgetting holds.
     "loses_c2": ("method", {"fp32": (10, 15, 47, 0.50), "nf4": (10, 16.8, 47, 0.50)}),
     # Fails C1 and C2 at fp32: nothing was forgotten; nf4 changes nothing.
     "never_forgot": ("method", {"fp32": (70, 50, 48, 0.10), "nf4": (70, 50, 48, 0.10)}),
@@ -75,10 +76,10 @@ EXPECTED = {
         [
             ("fp32", "forgets", "forgets at fp32: VerbMem_f 10.0 <= retrain's 20.0, "
              "KnowMem_f 15.0 <= retrain's 15.0"),
-            ("nf4", "reverts", "reverts at nf4: KnowMem_f 15.0 -> 16.8, retention 0.25 -> 0.28, "
-             "C2 fails (retrain's 16.0)"),
+            ("nf4", "holds", "forgetting holds at nf4 (within the revert tolerance: KnowMem_f "
+             "15.0 -> 16.8, retention 0.25 -> 0.28, C2 fails (retrain's 16.0))"),
         ],
-        1,
+        0,
     ),
     "never_forgot": (
         [
@@ -137,10 +138,12 @@ def test_revert_tolerance_is_an_option(world_dir: Path) -> None:
 
 
 def test_missing_reference_is_not_a_pass(tmp_path: Path) -> None:
-    """Without the retrain model at nf4, C1/C2 there are n/a: the audit cannot tell, and fails."""
-    world = dict(WORLD, retrain=("retrain", {"fp32": WORLD["retrain"][1]["fp32"]}))
+    """Without the retrain model at fp32, C1/C2 there are n/a: the audit cannot tell whether the
+    model forgot, and fails. At nf4 the verdict needs only retentions (target-relative)."""
+    world = dict(WORLD, retrain=("retrain", {"nf4": WORLD["retrain"][1]["nf4"]}))
     audit = audit_results(write_world(tmp_path / "results", world), "steady")
-    assert verdicts(audit)[1] == ("nf4", "n/a", "cannot tell at nf4: C1 n/a, C2 n/a")
+    assert verdicts(audit)[0][:2] == ("fp32", "n/a")
+    assert verdicts(audit)[1] == ("nf4", "holds", "forgetting holds at nf4")
     assert audit.exit_status == 1
 
 
