@@ -46,7 +46,7 @@ PRESETS: dict[str, UnlearnConfig] = {
         max_steps=400,
         check_every=10,
         stop_verbmem=0.2,
-        stop_knowmem=0.05,
+        stop_knowmem=0.02,
     )
     for mode, lr in (("full", 1e-4), ("lora", 3e-4))
 }
