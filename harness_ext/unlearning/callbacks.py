@@ -29,7 +29,8 @@ class LossProgress(TrainerCallback):
 class ForgetCheck(TrainerCallback):
     """Every ``every`` steps, score forget memorization with greedy decoding (ROUGE-L F1, 0..1):
     verbatim continuations of ``pairs`` and, when ``stop_knowmem`` is set, answers to ``qa``
-    (with ``icl`` in context). Stop once every checked score is at or below its threshold.
+    (with ``icl`` in context), scored only once VerbMem is low enough, since it costs more. Stop
+    once every checked score is at or below its threshold.
 
     ``checks`` keeps one dict per check for ``unlearn.json``; ``stopped`` says whether it fired.
     """
@@ -58,7 +59,7 @@ class ForgetCheck(TrainerCallback):
             check = {"step": state.global_step}
             check["verbmem"] = round(verbatim_rouge(model, self.tokenizer, self.pairs), 4)
             done = check["verbmem"] <= self.stop_verbmem
-            if self.stop_knowmem is not None and self.qa is not None:
+            if done and self.stop_knowmem is not None and self.qa is not None:
                 check["knowmem"] = round(qa_rouge(model, self.tokenizer, *self.qa), 4)
                 done = done and check["knowmem"] <= self.stop_knowmem
         model.train()
