@@ -25,20 +25,33 @@ def check_writable(out: Path, flag: str = "--out") -> None:
         raise MuseQuantError(f"cannot write to {out.parent}; choose a writable {flag} folder")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
-    """Yield an empty hidden sibling of ``out``; on success it replaces ``out``."""
+    """Yield an empty hidden sibling of ``out``; on success it replaces ``out`` (whose previous
+    content is put back if the final rename fails)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.building-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make the output private
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if old is not None:
+                os.replace(old, out)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

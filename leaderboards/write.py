@@ -9,13 +9,11 @@ existing folder is replaced only when it is empty or a board (its ``leaderboard.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.staging import staged_dir
 from leaderboards.render.json_board import GENERATOR, JSON_NAME
 
 
@@ -31,12 +29,6 @@ def is_board_folder(folder: Path) -> bool:
         return False
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_folder(out_dir: Path, files: Mapping[str, str]) -> None:
     """Make ``out_dir`` hold exactly ``files`` (relative path -> UTF-8 text), atomically."""
     out_dir = out_dir.absolute()
@@ -45,27 +37,13 @@ def write_folder(out_dir: Path, files: Mapping[str, str]) -> None:
             f"--out {out_dir} exists and is not a muse-quant leaderboard folder; "
             "choose another folder (it is replaced only when it holds a previous board)"
         )
-    staging = old = None
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        for relative, text in files.items():
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        staging.chmod(0o777 & ~_umask())
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.rename(old / "board")
-        staging.rename(out_dir)
-        staging = None
+        with staged_dir(out_dir) as staging:
+            for relative, text in files.items():
+                path = staging / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
     except OSError as e:
-        if old is not None and not out_dir.exists():
-            (old / "board").rename(out_dir)
         raise MuseQuantError(
             f"cannot write the leaderboard to {out_dir}: {e.strerror or e}"
         ) from None
-    finally:
-        for leftover in (staging, old):
-            if leftover is not None:
-                shutil.rmtree(leftover, ignore_errors=True)

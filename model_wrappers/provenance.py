@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness_ext.toyworld.build import sha256_file
+from harness_ext.hashing import sha256_file
 
 #: Distributions whose versions change what a precision computes.
 LIBRARIES = (

@@ -247,9 +247,9 @@ def _corpus_identity(corpus: str, data: str, configs: dict[str, dict[str, Any]])
     read, checked now, or the hub dataset's pinned revision)."""
     from harness_ext.evaluation import required_splits
     from harness_ext.harness import expand
+    from harness_ext.hashing import sha256_file
     from harness_ext.muse_data import CORPORA, load_split
     from harness_ext.muse_layout import split_path
-    from harness_ext.toyworld.build import sha256_file
 
     tasks = expand(f"muse_{corpus}", configs)
     identity: dict[str, Any] = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.hashing import sha256_file
 from harness_ext.muse_layout import read_split
 from harness_ext.staging import check_writable, staged_dir
 from harness_ext.toyworld.config import ToyWorldConfig, config_for
@@ -40,14 +40,6 @@ def default_cache_root() -> Path:
 
 def default_world_dir(config: ToyWorldConfig) -> Path:
     return default_cache_root() / "toyworld" / f"{config.scale}-{config.config_hash()[:12]}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_hashes(root: Path) -> dict[str, str]:

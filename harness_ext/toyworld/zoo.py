@@ -152,8 +152,8 @@ def save_confined(target: Path, run: Path, zoo: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness_ext.unlearning.recipe import block_weights
-    from model_wrappers.codes import changed_codes, confine_to_nf4_bins
+    from harness_ext.unlearning.recipe import block_weights, code_change_record
+    from model_wrappers.codes import confine_to_nf4_bins
     from model_wrappers.precisions import quantized_linear_names
 
     reference = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
@@ -169,7 +169,7 @@ def save_confined(target: Path, run: Path, zoo: Path) -> Path:
     AutoTokenizer.from_pretrained(run).save_pretrained(out)
     record = json.loads((run / RECORD).read_text())
     record["confined_to_nf4_bins_of"] = str(target)
-    record["changed_codes"] = changed_codes(before, block_weights(model, names))
+    record["changed_codes"] = code_change_record(before, block_weights(model, names))
     (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return out
 

@@ -6,7 +6,6 @@ generator), as MUSE's and open-unlearning's forget/retain datasets do, so every 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch.utils.data import Dataset
 
 from harness_ext.batching import pad_batch
 from harness_ext.errors import MuseQuantError
+from harness_ext.hashing import sha256_file
 from harness_ext.muse_layout import read_split, split_path
 
 
@@ -32,9 +32,7 @@ def _texts(data: Path, split: str) -> list[str]:
 
 def data_hash(data: Path, splits: tuple[str, ...]) -> dict[str, str]:
     """sha256 of each raw split file the run reads (recorded in ``unlearn.json``)."""
-    return {
-        s: hashlib.sha256((data / "raw" / f"{s}.json").read_bytes()).hexdigest() for s in splits
-    }
+    return {s: sha256_file(split_path(data, "raw", s)) for s in splits}
 
 
 def chunk_ids(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

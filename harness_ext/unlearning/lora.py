@@ -12,18 +12,13 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.unlearning.config import UnlearnConfig
 
 
-def block_linear_names(model: torch.nn.Module) -> list[str]:
-    """Full names of the linear layers inside the blocks: what 4-bit quantization targets."""
-    from model_wrappers.precisions import quantized_linear_names
-
-    return quantized_linear_names(model)
-
-
 def with_lora(model: torch.nn.Module, config: UnlearnConfig) -> Any:
     """``model`` wrapped by peft with a fresh LoRA adapter on all block linears."""
     from peft import LoraConfig, get_peft_model
 
-    targets = block_linear_names(model)
+    from model_wrappers.precisions import quantized_linear_names
+
+    targets = quantized_linear_names(model)  # every linear but the head: what 4-bit quantizes
     if not targets:
         raise MuseQuantError(
             f"--mode lora: {type(model).__name__} has no linear layers besides the output head "

@@ -53,8 +53,9 @@ def unlearn(
         data, tokenizer, config.retain_splits, config.max_length, config.seed
     )
     model = _load(str(target), DTYPES[config.param_dtype])
-    trainer, checks = _trainer(model, tokenizer, dataset, data, config, progress)
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="muse-quant-unlearn-") as scratch:  # Trainer's own
+        trainer, checks = _trainer(model, tokenizer, dataset, data, config, progress, scratch)
+        trainer.train()
     trained = trainer.model
     record = {
         "kind": "muse-quant unlearning run",
@@ -103,6 +104,7 @@ def _trainer(
     data: Path,
     config: UnlearnConfig,
     progress: bool,
+    scratch: str,
 ) -> tuple[Any, Any]:
     """The method's Trainer, with the progress bar and early-stopping callbacks attached."""
     from transformers import PrinterCallback, TrainingArguments
@@ -121,7 +123,7 @@ def _trainer(
     else:
         reference = None
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="muse-quant-unlearn-"),
+        output_dir=scratch,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.lr,
@@ -196,13 +198,19 @@ def block_weights(
 
 
 def _changed_codes(target: str, trained: torch.nn.Module) -> dict:
-    from harness_ext.unlearning.lora import block_linear_names
-    from model_wrappers.codes import changed_codes
+    from model_wrappers.precisions import quantized_linear_names
 
     reference = _load(target, torch.float32)
-    names = block_linear_names(reference)
+    names = quantized_linear_names(reference)
     before = block_weights(reference, names)
-    report = changed_codes(before, block_weights(trained, names, base=before))
+    return code_change_record(before, block_weights(trained, names, base=before))
+
+
+def code_change_record(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict:
+    """``unlearn.json``'s ``changed_codes``: per scheme, overall and per layer (6 decimals)."""
+    from model_wrappers.codes import changed_codes
+
+    report = changed_codes(before, after)
     return {
         scheme: {
             "overall": round(v["overall"], 6),
