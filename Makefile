@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make demo` (the main job) and `make test`.
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (the import-layer
+# contracts of docs/architecture.md, then the tests).
 # Each sets up .venv by itself, once: torch==2.13.0 only when no torch is importable (so a GPU
 # user's own CUDA torch is kept and pip never resolves an unpinned multi-GB torch), then the
 # package with its test and GPTQ extras. Re-running skips the set-up until pyproject.toml changes.
@@ -15,6 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/muse-quant demo
 
 test: $(STAMP) chromium
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

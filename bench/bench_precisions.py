@@ -26,10 +26,10 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from harness_ext.toyworld import build_world  # noqa: E402
 from model_wrappers.loading import load_causal_lm  # noqa: E402
 from model_wrappers.precisions import resolve_precision  # noqa: E402
 from model_wrappers.provenance import resident_weight_bytes  # noqa: E402
+from muse_quant.toyworld.build import build_world  # noqa: E402
 from tests.muse_run import flat_metrics  # noqa: E402
 
 PRECISIONS = "fp32,bf16,int8,nf4,fp4,gptq-w4g128,rtn-w4g128"
@@ -51,8 +51,8 @@ def muse_suite(model: torch.nn.Module, model_dir: Path, data: Path, batch_size: 
     """The MUSE suite through lm-eval on an already loaded model: (metrics, seconds)."""
     from lm_eval import simple_evaluate
 
-    from harness_ext.harness import task_manager
     from model_wrappers import MuseLM
+    from muse_quant.lm_eval_tasks import task_manager
 
     start = time.perf_counter()
     lm = MuseLM(pretrained=model, tokenizer=str(model_dir), batch_size=batch_size)
@@ -99,7 +99,7 @@ def main() -> None:
     for name in args.precisions.split(","):
         modes = [False]
         try:
-            if resolve_precision(name, {}, emulated=True)[0].emulated:
+            if resolve_precision(name, {}, emulated=True).emulated:
                 modes.append(True)
         except Exception:  # a precision that refuses emulated mode (int8)
             pass

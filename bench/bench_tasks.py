@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC  # noqa: E402
-from harness_ext.toyworld import build_world  # noqa: E402
+from muse_quant.toyworld.build import build_world  # noqa: E402
 from tests.muse_run import flat_metrics  # noqa: E402
 from tests.reference_muse import evaluate as reference_evaluate  # noqa: E402
 
@@ -45,8 +45,8 @@ def run_reference(model_dir: Path, data: Path) -> tuple[dict[str, float], float]
 def run_tasks(model_dir: Path, data: Path, batch_size: int) -> tuple[dict[str, float], float]:
     from lm_eval import simple_evaluate
 
-    import model_wrappers  # noqa: F401 - registers --model muse
-    from harness_ext.harness import task_manager
+    import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    from muse_quant.lm_eval_tasks import task_manager
 
     start = time.perf_counter()
     args = {"pretrained": str(model_dir)}

@@ -1,4 +1,4 @@
-"""The MUSE data layout (metrics.md): the configs, splits and fields, on disk and on the hub.
+"""The MUSE data layout (docs/tasks.md): the configs, splits and fields, on disk and on the hub.
 
 One folder is one corpus: ``DIR/<config>/<split>.json``, each a JSON list of records. The toy world
 writes this layout and the tasks read it, so both go through this module.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.files import write_text_atomic
 
 #: config -> split -> the fields each record of that split must have.
 LAYOUT: dict[str, dict[str, tuple[str, ...]]] = {
@@ -36,15 +36,9 @@ def split_path(root: str | os.PathLike, config: str, split: str) -> Path:
 
 
 def write_split(root: str | os.PathLike, config: str, split: str, records: list[Any]) -> Path:
-    """Write one split atomically (temporary file, then rename), pretty and deterministic."""
-    path = split_path(root, config, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{split}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(records, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Write one split atomically, pretty and deterministic."""
+    text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
+    return write_text_atomic(split_path(root, config, split), text)
 
 
 def read_split(root: str | os.PathLike, config: str, split: str) -> list[dict[str, str]]:

@@ -1,5 +1,5 @@
 """Robustness leaderboards: read lm-eval results files, rank unlearning methods by how well their
-forgetting holds after quantization (metrics.md), and publish the board.
+forgetting holds after quantization (docs/leaderboard.md), and publish the board.
 
 Data flows one way: ``collect`` (results files -> rows, with ``consistency`` refusing files
 measured differently) -> ``robustness`` (metrics, criteria, ranking) -> ``render`` (Markdown,

@@ -8,10 +8,6 @@ results file carries, and writing the report into a folder that may also hold th
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,62 +323,3 @@ def audit_results(
         task_versions=_task_versions(results_dir, corpus_board.corpus, model.cells[0].source),
         provenance=tuple(provenance),
     )
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def is_audit_report(path: Path) -> bool:
-    """Whether ``path`` is a ``report.json`` an audit wrote (so a new audit may replace it)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))["generator"] == GENERATOR
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def check_report_folder(out_dir: Path) -> None:
-    """Refuse a folder the report cannot go into, before anything runs or is written: not a
-    folder, not writable, or holding report files that an audit did not write."""
-    out_dir = Path(out_dir).absolute()
-    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
-    if not existing.is_dir():
-        raise MuseQuantError(f"--out {out_dir}: {existing} is not a folder")
-    try:
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as e:
-        raise MuseQuantError(
-            f"--out {out_dir}: cannot write in {existing} ({e.strerror or e})"
-        ) from None
-    present = [name for name in REPORT_FILES if (out_dir / name).exists()]
-    if present and not is_audit_report(out_dir / REPORT_JSON):
-        raise MuseQuantError(
-            f"--out {out_dir} holds {', '.join(present)} that muse-quant audit did not write; "
-            "choose another folder"
-        )
-
-
-def write_report(audit: Audit, out_dir: Path) -> list[Path]:
-    """Write ``report.md`` and ``report.json`` into ``out_dir`` (made if needed; anything else
-    there, such as the results, is left alone). Both are written to temporary files first and
-    renamed into place, so a failure leaves the previous report or none, never half of one."""
-    from leaderboards.render.audit_report import render_report
-
-    out_dir = Path(out_dir)
-    check_report_folder(out_dir)
-    files = render_report(audit)
-    written: dict[Path, Path] = {}
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            temporary = out_dir / f".{name}.tmp-{secrets.token_hex(6)}"
-            written[out_dir / name] = temporary
-            with temporary.open("x", encoding="utf-8") as stream:  # the umask's permissions
-                stream.write(text)
-        for final, temporary in written.items():
-            os.replace(temporary, final)
-    except OSError as e:
-        raise MuseQuantError(f"cannot write the report to {out_dir}: {e.strerror or e}") from None
-    finally:
-        for temporary in written.values():
-            temporary.unlink(missing_ok=True)
-    return list(written)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.precision_names import precision_from_model_args
 from leaderboards.consistency import check_consistent
-from leaderboards.precision_names import precision_from_model_args
 
 ROLES = ("target", "retrain", "method")
 #: The ``muse_quant`` key's schema this reader understands.

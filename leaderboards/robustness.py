@@ -1,4 +1,4 @@
-"""Quantization robustness, as metrics.md defines it, from collected rows.
+"""Quantization robustness, as docs/leaderboard.md defines it, from collected rows.
 
 Per corpus and for every model at every precision p: the four MUSE metrics, PrivLeak against the
 retrain model at p (or a given / MUSE's published AUC when no retrain model was evaluated),
@@ -19,8 +19,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC, privleak
+from harness_ext.precision_names import REFERENCE_PRECISIONS, precision_order
 from leaderboards.collect import Collection, ResultRow, collect_results
-from leaderboards.precision_names import FULL_PRECISIONS, precision_order
 
 #: The attack of MUSE's published AUC_retrain (Min-40%), and the board's default.
 PUBLISHED_ATTACK = "mink_40"
@@ -44,8 +45,7 @@ CRITERIA = (
 
 @dataclass(frozen=True)
 class RobustnessOptions:
-    """The board's tolerances and attack; defaults are metrics.md's."""
-
+    """The board's tolerances and attack; defaults are MUSE's (docs/leaderboard.md)."""
     attack: str = PUBLISHED_ATTACK
     privleak_tolerance: float = 5.0
     utility_fraction: float = 0.9
@@ -64,7 +64,6 @@ class RobustnessOptions:
 @dataclass(frozen=True)
 class Criteria:
     """C1-C4 at one precision: True passed, False failed, None not computable (n/a)."""
-
     c1: bool | None
     c2: bool | None
     c3: bool | None
@@ -85,7 +84,6 @@ class Criteria:
 @dataclass(frozen=True)
 class PrivLeakReference:
     """The AUC_retrain that PrivLeak is measured against at one precision, and where it is from."""
-
     precision: str
     auc: float
     #: ``retrain`` (the retrain model at this precision), ``given`` or ``published``.
@@ -118,7 +116,6 @@ class CellScores:
 @dataclass(frozen=True)
 class ModelScores:
     """One model on one corpus across precisions, with the worst cases the ranking reads."""
-
     label: str
     role: str
     method: str | None
@@ -137,7 +134,6 @@ class ModelScores:
 @dataclass(frozen=True)
 class CorpusBoard:
     """Everything a board shows for one corpus: P, references, ranked methods, notes."""
-
     corpus: str
     data: str | None
     precisions: tuple[str, ...]
@@ -153,7 +149,6 @@ class CorpusBoard:
 @dataclass(frozen=True)
 class Board:
     """A whole leaderboard: options, one :class:`CorpusBoard` per corpus, files read, warnings."""
-
     options: RobustnessOptions
     corpora: tuple[CorpusBoard, ...]
     sources: tuple[str, ...]
@@ -200,9 +195,8 @@ def score_cell(
     reference: PrivLeakReference | None,
     options: RobustnessOptions,
 ) -> CellScores:
-    """metrics.md's numbers for one row: ``own_full`` is the same model at full precision (for
+    """The board's numbers for one row: ``own_full`` is the same model at full precision (for
     revert), ``retrain`` the retrain model at the row's precision (for C1/C2)."""
-    from harness_ext.metrics.auc import privleak
 
     retention_verbmem, retention_knowmem = _retentions(row, target_full)
     full_verbmem, full_knowmem = _retentions(own_full, target_full) if own_full else (None, None)
@@ -287,8 +281,6 @@ def _single_label(rows: Sequence[ResultRow], role: str, corpus: str) -> str | No
 
 def _fallback_reference(corpus: str, options: RobustnessOptions) -> tuple[float, str, str] | None:
     """(AUC, source, description) to use when no retrain model was evaluated, if there is one."""
-    from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC
-
     if options.retrain_auc is not None:
         return options.retrain_auc, "given", f"given AUC_retrain {options.retrain_auc:g}"
     if options.attack == PUBLISHED_ATTACK and corpus in PUBLISHED_RETRAIN_AUC:
@@ -341,12 +333,13 @@ def _privleak_references(
 
 
 def _full_precision(corpus: str, target: str, target_rows: dict[str, ResultRow]) -> str:
-    for precision in FULL_PRECISIONS:
+    for precision in REFERENCE_PRECISIONS:
         if precision in target_rows:
             return precision
     raise MuseQuantError(
         f"target {target!r} has no full-precision results for corpus {corpus} "
-        f"({' or '.join(FULL_PRECISIONS)}); retention is measured against it: evaluate it at fp32"
+        f"({' or '.join(REFERENCE_PRECISIONS)}); retention is measured against it: "
+        "evaluate it at fp32"
     )
 
 

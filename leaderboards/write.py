@@ -1,9 +1,11 @@
-"""Write a board's folder all at once: built in a temporary sibling, then renamed into place.
+"""Write what the leaderboard publishes: a board's folder, an audit's report files.
 
-A reader sees the previous board or the new one (or, for the instant between two renames,
-none), never half of one; a failure leaves nothing behind and the previous board in place. An
-existing folder is replaced only when it is empty or a board (its ``leaderboard.json`` says
-``"generator": "muse-quant leaderboard"``), so a mistyped ``--out`` cannot delete anything else.
+A board's folder is written all at once (a staged folder renamed into place): a reader sees the
+previous board or the new one, never half of one, and a failure leaves the previous board in
+place. An existing folder is replaced only when it is empty or a board (its
+``leaderboard.json`` says ``"generator": "muse-quant leaderboard"``), so a mistyped ``--out``
+cannot delete anything else. A report's two files are written atomically into a folder that may
+also hold other things (an audit's results), which are left alone.
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
-from harness_ext.staging import staged_dir
+from harness_ext.files import check_writable, staged_dir, write_text_atomic
+from leaderboards.audit import GENERATOR as AUDIT_GENERATOR
+from leaderboards.audit import REPORT_FILES, REPORT_JSON, Audit
+from leaderboards.render.audit_report import render_report
 from leaderboards.render.json_board import GENERATOR, JSON_NAME
+
+
+def _written_by(path: Path, generator: str) -> bool:
+    """Whether ``path`` is a JSON file whose ``generator`` is ``generator``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["generator"] == generator
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def is_board_folder(folder: Path) -> bool:
     """Whether ``folder`` may be replaced: empty, or a board this command wrote."""
-    if not any(folder.iterdir()):
-        return True
-    try:
-        return (
-            json.loads((folder / JSON_NAME).read_text(encoding="utf-8"))["generator"] == GENERATOR
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return not any(folder.iterdir()) or _written_by(folder / JSON_NAME, GENERATOR)
 
 
 def write_folder(out_dir: Path, files: Mapping[str, str]) -> None:
@@ -47,3 +53,33 @@ def write_folder(out_dir: Path, files: Mapping[str, str]) -> None:
         raise MuseQuantError(
             f"cannot write the leaderboard to {out_dir}: {e.strerror or e}"
         ) from None
+
+
+def is_audit_report(path: Path) -> bool:
+    """Whether ``path`` is a ``report.json`` an audit wrote (so a new audit may replace it)."""
+    return _written_by(path, AUDIT_GENERATOR)
+
+
+def check_report_folder(out_dir: Path) -> None:
+    """Refuse a folder the report cannot go into, before anything runs or is written: not a
+    folder, not writable, or holding report files that an audit did not write."""
+    out_dir = Path(out_dir).absolute()
+    check_writable(out_dir)
+    present = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    if present and not is_audit_report(out_dir / REPORT_JSON):
+        raise MuseQuantError(
+            f"--out {out_dir} holds {', '.join(present)} that muse-quant audit did not write; "
+            "choose another folder"
+        )
+
+
+def write_report(audit: Audit, out_dir: Path) -> list[Path]:
+    """Write ``report.md`` and ``report.json`` into ``out_dir`` (made if needed; anything else
+    there, such as the results, is left alone), each atomically, ``report.json`` last."""
+    out_dir = Path(out_dir)
+    check_report_folder(out_dir)
+    files = render_report(audit)
+    try:
+        return [write_text_atomic(out_dir / name, files[name]) for name in REPORT_FILES]
+    except OSError as e:
+        raise MuseQuantError(f"cannot write the report to {out_dir}: {e.strerror or e}") from None

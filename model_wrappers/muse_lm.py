@@ -16,8 +16,10 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
 - Loading goes through :func:`model_wrappers.loading.load_causal_lm`: ``adapter=`` (peft),
   ``merge=true|false``, ``precision=`` (fp32, bf16, fp16, int8, nf4, fp4, gptq-w{b}g{g},
   rtn-w{b}g{g}) and its options, ``emulated=``, ``allow_pickle=``, ``calibration=``
-  (docs/precisions.md). ``dtype`` picks the full precision when no ``precision`` is given; the
-  default on CPU is float32 (``auto`` would keep a checkpoint's fp16/bf16). The loader's
+  (docs/precisions.md); from Python, ``precision=`` may be a resolved
+  :class:`~model_wrappers.precisions.Precision` (a sweep resolves each cell's once).
+  ``dtype`` picks the full precision when no ``precision`` is given; the default on CPU is
+  float32 (``auto`` would keep a checkpoint's fp16/bf16). The loader's
   provenance (precision and library config, versions, file hashes, merge procedure, calibration
   hash, device) lands in the results file under ``config.muse_provenance``. lm-eval's own loading
   arguments (``peft=``, ``delta=``, ``gguf_file=``, ``revision=``, ...) keep lm-eval's loader.
@@ -41,9 +43,10 @@ from tqdm.auto import tqdm
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.mia import TokenStats
+from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
 from model_wrappers.loading import load_causal_lm
-from model_wrappers.precisions import all_precision_options
+from model_wrappers.precisions import Precision, all_precision_options
 
 #: Values of the ``context_overflow`` model argument.
 CONTEXT_POLICIES = ("error", "truncate")
@@ -53,8 +56,6 @@ LM_EVAL_LOADING = (
     "peft", "delta", "gguf_file", "autogptq", "gptqmodel", "parallelize", "tp_plan",
     "revision", "subfolder", "quantization_config", "load_in_4bit", "load_in_8bit",
 )
-#: The full precision each ``dtype`` means.
-DTYPE_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 class _QuietModelObject(logging.Filter):
@@ -104,7 +105,7 @@ class MuseLM(HFLM):
         context_overflow: str = "error",
         adapter: str | None = None,
         merge: bool = True,
-        precision: str | None = None,
+        precision: str | Precision | None = None,
         emulated: bool = False,
         allow_pickle: bool = False,
         calibration: str | None = None,

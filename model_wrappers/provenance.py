@@ -7,29 +7,13 @@ and adapter file, the merge procedure, the device, and the bytes the model reall
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness_ext.hashing import sha256_file
-
-#: Distributions whose versions change what a precision computes.
-LIBRARIES = (
-    "torch",
-    "transformers",
-    "peft",
-    "accelerate",
-    "safetensors",
-    "bitsandbytes",
-    "gptqmodel",
-    "optimum",
-    "torchao",
-    "lm_eval",
-)
+from harness_ext.versions import library_versions
 
 MERGE_PROCEDURES = {
     True: "peft merge_and_unload of the adapter into the float32 base, then the merged weights "
@@ -37,22 +21,6 @@ MERGE_PROCEDURES = {
     False: "adapter kept unmerged (peft) on top of the quantized base; the adapter's own "
     "weights stay in floating point",
 }
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions (``None`` when a library is absent), plus Python's."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def file_hashes(root: Path, files: list[Path]) -> dict[str, str]:
-    """``{path relative to root: sha256}``."""
-    return {f.relative_to(root).as_posix(): sha256_file(f) for f in sorted(files)}
 
 
 def device_description(device: str) -> dict[str, Any]:

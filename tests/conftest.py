@@ -24,7 +24,7 @@ os.environ.setdefault(
 @pytest.fixture(scope="session")
 def tiny_world() -> Path:
     """The tiny toy world's folder (data/, models/{base,target,retrain}, manifest.json)."""
-    from harness_ext.toyworld import build_world
+    from muse_quant.toyworld.build import build_world
 
     return build_world(scale="tiny")
 

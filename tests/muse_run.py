@@ -9,8 +9,8 @@ def run_tasks(model_dir: Path, data: Path, tasks: list[str], **kw) -> dict:
     """Our tasks through lm-eval's public API, the way the command line runs them."""
     from lm_eval import simple_evaluate
 
-    import model_wrappers  # noqa: F401 - registers --model muse
-    from harness_ext.harness import task_manager
+    import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    from muse_quant.lm_eval_tasks import task_manager
 
     model = kw.pop("model", "muse")
     model_args = {"pretrained": str(model_dir), **kw.pop("model_args", {})}

@@ -1,4 +1,4 @@
-"""A plain MUSE reference evaluator, written from docs/../spec/metrics.md alone.
+"""A plain MUSE reference evaluator, written from MUSE's definitions alone (docs/tasks.md).
 
 Deliberately naive: batch-1 loops, one ``generate`` per prompt, one forward per text, reading the
 data folder's JSON directly, computing every metric with ``rouge_score``, numpy and scikit-learn,
@@ -88,7 +88,7 @@ def _mink(values: np.ndarray, percent: int) -> float:
 def mia_scores(model, tokenizer, text: str) -> dict[str, float]:
     """Every PrivLeak score of one text (higher = more like a non-member).
 
-    Min-K%++ (not in metrics.md) follows Zhang et al. 2024: Min-K% of (log p - mu) / sigma, the
+    Min-K%++ (not one of MUSE's) follows Zhang et al. 2024: Min-K% of (log p - mu) / sigma, the
     variance floored at 1e-6 as open-unlearning does.
     """
     logp, mu, sigma = _token_logprobs(model, tokenizer, text)

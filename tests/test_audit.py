@@ -16,16 +16,10 @@ from pathlib import Path
 import pytest
 from test_leaderboard import results, write
 
-from harness_ext.cli import main
 from harness_ext.errors import MuseQuantError
-from leaderboards.audit import (
-    PASSING,
-    Audit,
-    AuditOptions,
-    audit_results,
-    check_report_folder,
-    write_report,
-)
+from leaderboards.audit import PASSING, Audit, AuditOptions, audit_results
+from leaderboards.write import check_report_folder, write_report
+from muse_quant.cli import main
 
 #: label -> role, {precision: (VerbMem_f, KnowMem_f, KnowMem_r, Min-40% AUC)}. The target's
 #: fp32 scores (80, 60) are every retention's denominator.

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from harness_ext.cli import main
-from harness_ext.harness import tasks_path
+from muse_quant.cli import main
+from muse_quant.lm_eval_tasks import tasks_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("muse_news_verbmem_f", "muse_news_knowmem_f", "muse_news_knowmem_r", "muse_news_privleak")
@@ -127,7 +127,7 @@ def test_broken_data_exits_2_without_results(
     by the task itself during lm-eval's run: either way one line, exit 2, no results file."""
     monkeypatch.chdir(tmp_path)
     if not checked_first:
-        monkeypatch.setattr("harness_ext.evaluation.required_splits", lambda task: [])
+        monkeypatch.setattr("muse_quant.cli.eval.required_splits", lambda task: [])
     data = Path(shutil.copytree(tiny_world / "data", tmp_path / "data"))
     (data / "knowmem" / "retain_qa_icl.json").unlink()
     argv = eval_args(tiny_world, tmp_path / "out", "--tasks", "muse_news", "--log_samples")

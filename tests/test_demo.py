@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext import demo as demo_module
-from harness_ext.cli import main
-from harness_ext.toyworld.build import load_manifest
-from harness_ext.toyworld.zoo import build_zoo
+from muse_quant import demo as demo_module
+from muse_quant.cli import main
+from muse_quant.toyworld.build import load_manifest
+from muse_quant.toyworld.zoo import build_zoo
 
 PRECISIONS = ("fp32", "nf4")
 AUDITED = {"npo_gdr_full": "full", "npo_gdr_lora": "lora"}

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.hashing import _sha256, sha256_file
-from harness_ext.staging import staged_dir
+from harness_ext.files import _sha256, sha256_file, staged_dir
 
 
 def test_sha256_is_hashlibs_and_read_once_per_file_version(tmp_path: Path) -> None:

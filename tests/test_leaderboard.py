@@ -2,7 +2,7 @@
 
 Results files are crafted from a real one (``data/muse_results_target_nf4.json``, written by
 ``muse-quant eval``), so no model runs here. Every expected number is computed in the test from
-the crafted scores, following metrics.md.
+the crafted scores, following docs/leaderboard.md.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness_ext.cli import main
+from harness_ext.precision_names import precision_from_model_args, precision_order
 from leaderboards.collect import collect_results
-from leaderboards.precision_names import precision_from_model_args, precision_order
 from leaderboards.render.board_files import render_all
 from leaderboards.render.csv_table import render_csv
 from leaderboards.render.json_board import board_to_dict
@@ -37,6 +36,7 @@ from leaderboards.robustness import (
     compute_board,
 )
 from leaderboards.write import write_folder
+from muse_quant.cli import main
 
 SAMPLE = json.loads((Path(__file__).parent / "data" / "muse_results_target_nf4.json").read_text())
 HOSTILE = "<img src=x onerror=alert(1)>"

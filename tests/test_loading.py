@@ -287,7 +287,7 @@ def test_results_file_carries_provenance(
     tiny_world: Path, target: Path, adapter: Path, tmp_path: Path
 ) -> None:
     """``muse-quant eval --model muse --model_args ...,adapter=,merge=false,precision=nf4``."""
-    from harness_ext.cli import main
+    from muse_quant.cli import main
 
     out = tmp_path / "out"
     args = f"pretrained={target},adapter={adapter},merge=false,precision=nf4,double_quant=true"
@@ -305,7 +305,7 @@ def test_results_file_carries_provenance(
 def test_bad_precision_through_the_command_line(
     tiny_world: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from harness_ext.cli import main
+    from muse_quant.cli import main
 
     out = tmp_path / "out"
     argv = eval_argv(f"pretrained={target},precision=int3", tiny_world, out)

@@ -53,13 +53,13 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 
 
 def test_names_parse_by_pattern() -> None:
-    gptq, _ = resolve_precision("gptq-w3g64", {"sym": "false"})
+    gptq = resolve_precision("gptq-w3g64", {"sym": "false"})
     assert (gptq.params, gptq.options["sym"], gptq.family.name) == (
         {"bits": 3, "group_size": 64},
         False,
         "gptqmodel",
     )
-    nf4, _ = resolve_precision("nf4", {"double_quant": "true", "compute_dtype": "bf16"})
+    nf4 = resolve_precision("nf4", {"double_quant": "true", "compute_dtype": "bf16"})
     assert nf4.options == {"double_quant": True, "compute_dtype": "bfloat16"}
     assert {"fp32", "bf16", "fp16", "int8", "nf4", "fp4"} <= set(known_precisions())
 
@@ -277,8 +277,8 @@ def test_emulated_metrics_match_real_kernels(name: str, target: Path, tiny_world
         pytest.importorskip("gptqmodel", reason="pip install 'muse-quant[gptq]' to test GPTQ")
     from lm_eval import simple_evaluate
 
-    from harness_ext.harness import task_manager
     from model_wrappers import MuseLM
+    from muse_quant.lm_eval_tasks import task_manager
 
     meta = {"pretrained": str(target), "muse_data": str(tiny_world / "data")}
     metrics = []

@@ -25,8 +25,10 @@ from muse_run import run_tasks
 from test_loading import logits, make_adapter
 from transformers import AutoModelForCausalLM
 
-from harness_ext.cli import main
-from harness_ext.sweep import (
+from model_wrappers.loading import Checkpoint, load_causal_lm, open_checkpoint, reusing_checkpoints
+from model_wrappers.muse_lm import MuseLM
+from muse_quant.cli import main
+from muse_quant.sweep import (
     ModelSpec,
     Plan,
     PrecisionSpec,
@@ -37,9 +39,7 @@ from harness_ext.sweep import (
     plan_jobs,
     run_sweep,
 )
-from harness_ext.sweep.runner import _TaskSet
-from model_wrappers.loading import Checkpoint, load_causal_lm, open_checkpoint, reusing_checkpoints
-from model_wrappers.muse_lm import MuseLM
+from muse_quant.sweep.runner import _TaskSet
 
 #: The cells of the resumed sweep's plan, in the order it runs them.
 CELLS = [
@@ -84,7 +84,8 @@ def read(path: Path) -> dict:
 
 def leftovers(results: Path) -> list[Path]:
     """Staging folders or temporary files a sweep should never leave behind."""
-    return [p for p in results.rglob("*") if p.name.startswith((".sweep-", "tmp"))]
+    names = (".sweep-", "tmp")
+    return [p for p in results.rglob("*") if p.name.startswith(names) or ".building-" in p.name]
 
 
 #: What the uninterrupted sweep did, counted by :func:`counting`.
@@ -327,7 +328,7 @@ def test_unwritable_results_folder(
 def start_sweep(plan: Path) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
     return subprocess.Popen(
-        [sys.executable, "-m", "harness_ext.cli", "sweep", str(plan)],
+        [sys.executable, "-m", "muse_quant.cli", "sweep", str(plan)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,8 +1,9 @@
 """The MUSE lm-eval tasks: faithful to a plain reference evaluator, and strict about bad input.
 
 The faithfulness test runs our tasks through lm-eval's ``simple_evaluate`` (batched, ``--model
-muse``) and the batch-1 reference of ``reference_muse.py`` (written from metrics.md alone) on the
-toy world's target, retrain and a perturbed copy of the target, and asks every metric to agree.
+muse``) and the batch-1 reference of ``reference_muse.py`` (written from MUSE's definitions
+alone, docs/tasks.md) on the toy world's target, retrain and a perturbed copy of the target,
+and asks every metric to agree.
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def test_prompt_leaving_no_room_to_generate(
 
 def test_yaml_lists_every_attack() -> None:
     """Every MIA score the metrics produce has an AUC metric (and aggregation) in the YAML."""
-    from harness_ext.harness import muse_tasks
     from harness_ext.metrics.mia import ATTACKS
+    from muse_quant.lm_eval_tasks import muse_tasks
 
     config = muse_tasks()[f"muse_{CORPUS}_privleak"]
     listed = {m["metric"] for m in config["metric_list"]}

@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness_ext.cli import main
 from harness_ext.errors import MuseQuantError
 from harness_ext.muse_layout import LAYOUT, read_split
-from harness_ext.toyworld import build, build_world, config_for, load_manifest, verify_world
-from harness_ext.toyworld.check import qa_rouge, verbatim_rouge
-from harness_ext.toyworld.config import TrainPhase
-from harness_ext.toyworld.corpus import (
+from muse_quant.cli import main
+from muse_quant.greedy_check import qa_rouge, verbatim_rouge
+from muse_quant.toyworld import build
+from muse_quant.toyworld.build import build_world
+from muse_quant.toyworld.config import TrainPhase, config_for
+from muse_quant.toyworld.corpus import (
     CorpusSizes,
     generate_corpus,
     verbatim_pair,
     write_muse_layout,
 )
+from muse_quant.toyworld.manifest import load_manifest, verify_world
 
 MICRO = config_for(
     "tiny",

@@ -14,14 +14,15 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness_ext.batching import pad_batch
-from harness_ext.cli import main
 from harness_ext.errors import MuseQuantError
-from harness_ext.unlearning import UnlearnConfig, unlearn
-from harness_ext.unlearning.data import load_forget_retain
-from harness_ext.unlearning.losses import mean_nll, npo_loss, retain_kl, sequence_logprob
 from model_wrappers.codes import changed_codes, nf4_codes, rtn_codes
 from model_wrappers.loading import load_causal_lm
+from muse_quant.batching import pad_batch
+from muse_quant.cli import main
+from muse_quant.unlearning.config import UnlearnConfig
+from muse_quant.unlearning.data import load_forget_retain
+from muse_quant.unlearning.losses import mean_nll, npo_loss, retain_kl, sequence_logprob
+from muse_quant.unlearning.recipe import unlearn
 
 QUICK = {"max_steps": 6, "lr": 3e-3, "param_dtype": "fp32"}
 

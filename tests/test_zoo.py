@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from muse_run import flat_metrics, run_tasks
 
-from harness_ext.toyworld.zoo import CONFINED_SUFFIX, build_zoo, save_confined, zoo_configs
-from harness_ext.unlearning import unlearn
+from muse_quant.toyworld.zoo import CONFINED_SUFFIX, build_zoo, save_confined, zoo_configs
+from muse_quant.unlearning.recipe import unlearn
 
 GDR_RUNS = ("ga_gdr_full", "npo_gdr_full", "ga_gdr_lora", "npo_gdr_lora")
 

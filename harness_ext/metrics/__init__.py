@@ -1,7 +1,7 @@
 """The MUSE metrics as pure functions: ROUGE-L, KnowMem prompting, MIA scores, AUC and PrivLeak.
 
 No model code here: the tasks compute generations and token statistics, these turn them into the
-numbers metrics.md defines, so each can be checked by hand.
+numbers MUSE defines (docs/tasks.md), so each can be checked by hand.
 """
 
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC, auc_forget_holdout, privleak

@@ -1,4 +1,4 @@
-"""PrivLeak's corpus-level numbers: the forget-vs-holdout AUC and PrivLeak itself (metrics.md)."""
+"""PrivLeak's corpus-level numbers: the forget-vs-holdout AUC and PrivLeak (docs/tasks.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from harness_ext.errors import MuseQuantError
 
@@ -32,6 +31,8 @@ def auc_forget_holdout(
     With scores where higher = more like a non-member, a model that memorized the forget set gives
     an AUC near 0 and one that never saw it about 0.5.
     """
+    from sklearn.metrics import roc_auc_score  # scikit-learn takes ~2 s to import
+
     forget, holdout = _scores("forget", forget_scores), _scores("holdout", holdout_scores)
     labels = np.concatenate([np.zeros(forget.size), np.ones(holdout.size)])
     return float(roc_auc_score(labels, -np.concatenate([forget, holdout])))

@@ -1,4 +1,4 @@
-"""KnowMem prompt and answer cutting, exactly as MUSE's ``metrics/knowmem.py`` (metrics.md)."""
+"""KnowMem prompt and answer cutting, exactly as MUSE's ``metrics/knowmem.py`` (docs/tasks.md)."""
 
 from __future__ import annotations
 

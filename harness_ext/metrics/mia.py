@@ -1,6 +1,6 @@
 """Membership-inference attacks for PrivLeak, each scoring one text from its token statistics.
 
-Every score points the same way: **higher = looks more like a non-member**, so metrics.md's AUC
+Every score points the same way: **higher = looks more like a non-member**, so MUSE's AUC
 convention (forget = 0, holdout = 1, ROC on ``-score``) applies to all of them unchanged.
 
 Definitions follow MUSE's ``metrics/privleak.py`` (loss, zlib, lowercase, Min-K%); Min-K%++
@@ -19,7 +19,7 @@ import numpy as np
 
 from harness_ext.errors import MuseQuantError
 
-#: The Min-K% ratios MUSE reports (metrics.md); ``mink_40`` is PrivLeak's default.
+#: The Min-K% ratios MUSE reports (docs/tasks.md); ``mink_40`` is PrivLeak's default.
 MINK_RATIOS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 DEFAULT_ATTACK = "mink_40"
 

@@ -1,4 +1,4 @@
-"""ROUGE-L F1 exactly as MUSE scores VerbMem and KnowMem (metrics.md).
+"""ROUGE-L F1 exactly as MUSE scores VerbMem and KnowMem (docs/tasks.md).
 
 ``rouge_score``'s default tokenizer lowercases, turns every run of characters outside ``[a-z0-9]``
 into a separator (so punctuation and non-ASCII letters vanish) and, with ``use_stemmer=False``,
@@ -8,13 +8,14 @@ keeps words as they are: "running" and "run" are different tokens.
 from __future__ import annotations
 
 from functools import cache
-
-from rouge_score.rouge_scorer import RougeScorer
+from typing import Any
 
 
 @cache
-def _scorer() -> RougeScorer:
-    """One scorer for the process; built on first use so importing the package stays cheap."""
+def _scorer() -> Any:
+    """One scorer for the process, built on first use: ``rouge_score`` imports nltk (~2 s)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
     return RougeScorer(["rougeL"], use_stemmer=False)
 
 

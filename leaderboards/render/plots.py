@@ -16,7 +16,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from leaderboards.precision_names import is_four_bit
+from harness_ext.precision_names import is_four_bit
 from leaderboards.robustness import CorpusBoard, ModelScores
 
 _STYLE = {

@@ -1,0 +1,66 @@
+"""Precision names as results files write them: which are full precision, how they sort.
+
+The one definition of "full precision": the loader registers these names, the board and the
+audit measure retention against them. Names only (``fp32``, ``nf4``, ``gptq-w4g128``): nothing
+here loads a precision, so a board can read them without the precision registry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+#: The unquantized precisions and the torch dtype each loads in.
+FULL_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+#: The full precisions retention is measured against, preferred first (docs/leaderboard.md);
+#: fp16's narrow range makes it a deployment precision to test, not a reference.
+REFERENCE_PRECISIONS = ("fp32", "bf16")
+
+#: torch dtype name -> precision name.
+DTYPE_PRECISIONS = {dtype: name for name, dtype in FULL_PRECISIONS.items()}
+
+_GROUPED_BITS = re.compile(r"w(\d+)g\d+")
+_TRAILING_BITS = re.compile(r"(\d+)$")
+
+
+def bits_of(precision: str) -> int | None:
+    """Weight bits a precision name says (``gptq-w4g128`` -> 4, ``int8`` -> 8), None if unsaid."""
+    match = _GROUPED_BITS.search(precision) or _TRAILING_BITS.search(precision)
+    return int(match.group(1)) if match else None
+
+
+def precision_order(precision: str) -> tuple[int, str]:
+    """Sort key: most bits first (so full precision leads and 4-bit ones come last), then name."""
+    bits = bits_of(precision)
+    return (-(bits if bits is not None else 0), precision)
+
+
+def is_four_bit(precision: str) -> bool:
+    """Whether the plots' "at 4-bit" view includes this precision."""
+    return bits_of(precision) == 4
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def precision_from_model_args(model_args: Mapping[str, Any], model_dtype: Any) -> str | None:
+    """The precision of a foreign results file, from what lm-eval recorded of the model.
+
+    In order: a ``precision`` model argument; bitsandbytes flags (``load_in_4bit`` with
+    ``bnb_4bit_quant_type``, default fp4 as in transformers; ``load_in_8bit`` -> int8); a
+    ``dtype``/``torch_dtype`` argument; lm-eval's ``config.model_dtype``. None when none says.
+    """
+    if model_args.get("precision"):
+        return str(model_args["precision"])
+    if _truthy(model_args.get("load_in_4bit")):
+        return str(model_args.get("bnb_4bit_quant_type") or "fp4")
+    if _truthy(model_args.get("load_in_8bit")):
+        return "int8"
+    for dtype in (model_args.get("dtype"), model_args.get("torch_dtype"), model_dtype):
+        name = str(dtype).removeprefix("torch.")
+        if dtype is not None and name in DTYPE_PRECISIONS:
+            return DTYPE_PRECISIONS[name]
+    return None

@@ -1,0 +1,22 @@
+"""Full precision: the checkpoint loaded in a floating dtype, nothing quantized (torch).
+
+One precision per entry of :data:`harness_ext.precision_names.FULL_PRECISIONS`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness_ext.precision_names import FULL_PRECISIONS
+from model_wrappers.precisions.registry import Built, Family, Precision, Source, register
+
+FULL = Family("torch")
+
+
+def load_full(source: Source, precision: Precision) -> Built:
+    dtype = FULL_PRECISIONS[precision.name]
+    return source.load(dtype=getattr(torch, dtype)), {"dtype": dtype}
+
+
+for _name in FULL_PRECISIONS:
+    register(_name, load_full, FULL)

@@ -1,0 +1,124 @@
+"""An audit: does a third party's unlearning survive quantization? (docs/audit.md)
+
+One unlearned model (a checkpoint, or a LoRA adapter on its base), its target and retrain
+references, one corpus and a set of precisions: the cells the verdict needs run through the sweep
+(finished ones in the results folder are reused), then :mod:`leaderboards.audit` reads the results
+files back and writes ``report.md`` and ``report.json``. The exit status is the verdict, for CI:
+0 forgetting holds at every precision, 1 it does not, 2 bad input (one line; nothing written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness_ext.errors import MuseQuantError
+from harness_ext.precision_names import REFERENCE_PRECISIONS
+from leaderboards.audit import Audit, AuditOptions, audit_results
+from leaderboards.write import check_report_folder, write_report
+from muse_quant.sweep import run_sweep
+from muse_quant.sweep.plan import LABEL, plan_from_dict
+
+#: The labels the references' results files carry (the audited model's is ``--label``).
+TARGET_LABEL, RETRAIN_LABEL = "target", "retrain"
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """What to audit and how: the command's flags, for Python callers (the demo)."""
+
+    model: str
+    target: str
+    retrain: str
+    #: A MUSE-layout folder, or ``hub`` for MUSE's pinned hub dataset.
+    data: str
+    out: Path
+    precisions: tuple[str, ...]
+    corpus: str = "news"
+    adapter: str | None = None
+    merge: bool = True
+    #: None: ``<out>/results``.
+    results: Path | None = None
+    #: None: the adapter's folder name, else the model's.
+    label: str | None = None
+    #: The unlearning method the evidence names (None: the label), as a sweep's ``method``; the
+    #: demo passes its sweep's, so that the audit's cells are the sweep's (same key) and reused.
+    method: str | None = None
+    revert_tolerance: float = AuditOptions.revert_tolerance
+    emulated: bool = False
+    batch_size: int = 64
+    device: str | None = None
+    #: GPTQ calibration texts (a MUSE folder, a JSON file, news/books); see docs/precisions.md.
+    calibration: str | None = None
+
+    @property
+    def results_dir(self) -> Path:
+        return self.results or self.out / "results"
+
+    @property
+    def model_label(self) -> str:
+        return self.label or Path(self.adapter or self.model).name
+
+    def plan_data(self) -> dict:
+        """The sweep plan (docs/sweep.md's YAML structure): the model with role method and the
+        two references, each at every precision, on the one corpus."""
+        precision = [
+            {"name": name, "calibration": self.calibration} if self.calibration else name
+            for name in self.precisions
+        ]
+        model = {
+            "label": self.model_label,
+            "role": "method",
+            "pretrained": self.model,
+            "method": self.method,
+        }
+        if self.adapter:
+            model |= {"adapter": self.adapter, "merge": self.merge}
+        return {
+            "corpora": {self.corpus: self.data},
+            "precisions": precision,
+            "options": {
+                "batch_size": self.batch_size,
+                "device": self.device,
+                "emulated": self.emulated,
+            },
+            "models": [
+                model,
+                {"label": TARGET_LABEL, "role": "target", "pretrained": self.target},
+                {"label": RETRAIN_LABEL, "role": "retrain", "pretrained": self.retrain},
+            ],
+        }
+
+
+def check_precisions(precisions: tuple[str, ...]) -> None:
+    """Refuse, before any work, a list without the full precision every verdict compares with."""
+    if not precisions:
+        raise MuseQuantError("--precisions: give at least one, e.g. fp32,nf4")
+    if not set(precisions) & set(REFERENCE_PRECISIONS):
+        raise MuseQuantError(
+            f"--precisions {','.join(precisions)}: include a full precision "
+            f"({' or '.join(REFERENCE_PRECISIONS)}); every verdict compares against it"
+        )
+
+
+def run_audit(request: AuditRequest, *, progress: bool = True) -> Audit:
+    """Check the request, run the cells not already in the results folder, audit them and write
+    the report. Bad input raises :class:`MuseQuantError` before anything is written."""
+
+    options = AuditOptions(revert_tolerance=request.revert_tolerance)
+    check_precisions(request.precisions)
+    if not LABEL.fullmatch(request.model_label):
+        raise MuseQuantError(
+            f"label {request.model_label!r} (letters, digits and . _ + - only): pass --label NAME"
+        )
+    check_report_folder(request.out)
+    plan = plan_from_dict(request.plan_data(), Path.cwd())
+    run_sweep(plan, request.results_dir, progress=progress)
+    audit = audit_results(
+        request.results_dir,
+        request.model_label,
+        options,
+        corpus=request.corpus,
+        precisions=request.precisions,
+    )
+    write_report(audit, request.out)
+    return audit

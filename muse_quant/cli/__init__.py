@@ -1,0 +1,87 @@
+"""The ``muse-quant`` command line: one parser, each subcommand registered by its own module.
+
+A subcommand module (``muse_quant/cli/<name>.py``) exposes ``register(subparsers)``, which adds
+its parser and sets ``func=run`` on it; ``run(args) -> int`` returns the exit status. Bad input
+raises :class:`MuseQuantError`, printed here as one line with exit status 2. The modules keep
+their heavy imports inside ``run``, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from harness_ext import __version__
+from harness_ext.errors import MuseQuantError
+from muse_quant.cli import audit, demo, eval, leaderboard, sweep, toyworld, unlearn
+
+#: The subcommands, in the order ``--help`` lists them.
+COMMANDS = (toyworld, unlearn, demo, eval, sweep, audit, leaderboard)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="muse-quant",
+        description=(
+            "Does LLM unlearning survive quantization? MUSE metrics as lm-eval tasks, "
+            "evaluated across precisions."
+        ),
+        epilog="Example: muse-quant demo    (the whole story on the toy world: unlearn, quantize, "
+        "rank, audit)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"muse-quant {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into SystemExit so that builds and writes clean up their temporary files."""
+    raise SystemExit(128 + signum)
+
+
+#: The thread policy of every command: torch (OpenMP) on one CPU thread unless
+#: ``OMP_NUM_THREADS`` says otherwise. On a small shared machine two OpenMP threads stall up to
+#: ~100x whenever another process holds a core, and the toy world's matmuls are too small to gain
+#: from more; set ``OMP_NUM_THREADS`` for a big CPU model on a machine of your own.
+DEFAULT_THREADS = "1"
+
+
+#: Loggers whose warnings are noise on a CPU machine: torchao (installed for the rtn precisions,
+#: and imported by transformers whenever it is installed, so in every command) tries to load its
+#: CUDA and other-Python kernels and warns for each, and registers enums that torch's pytree
+#: module warns about.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = DEFAULT_THREADS  # read when torch loads
+        if "torch" in sys.modules:  # already loaded by a caller in this process
+            sys.modules["torch"].set_num_threads(int(DEFAULT_THREADS))
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MuseQuantError as e:
+        print(f"muse-quant: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("muse-quant: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

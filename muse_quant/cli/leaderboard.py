@@ -1,0 +1,93 @@
+"""``muse-quant leaderboard RESULTS_DIR --out DIR``: results files in, a published board out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from leaderboards.render.console import format_summary
+from leaderboards.robustness import RobustnessOptions, build_board
+from leaderboards.write import write_folder
+
+EXAMPLE = """\
+Example (a sweep's results, the sweep marked target and retrain itself):
+  muse-quant leaderboard results/ --out board/
+
+Example (lm-eval's own results files; labels are the pretrained paths):
+  muse-quant leaderboard runs/ --out board/ \\
+      --target models/target --retrain models/retrain --attack mink_40
+
+Writes board/leaderboard.md, .csv, .json, index.html and model-index/*.yaml (docs/leaderboard.md).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = RobustnessOptions()
+    parser = subparsers.add_parser(
+        "leaderboard",
+        help="rank unlearning methods by how well forgetting survives quantization",
+        description=(
+            "Read lm-eval results files (MUSE tasks) under RESULTS_DIR, compute per method and "
+            "precision the MUSE metrics, PrivLeak, retention, revert, utility retention and the "
+            "criteria C1-C4, rank methods (docs/leaderboard.md), and write the board to --out."
+        ),
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="board folder")
+    parser.add_argument("--target", metavar="LABEL", help="label of the model before unlearning")
+    parser.add_argument("--retrain", metavar="LABEL", help="label of the model retrained on retain")
+    parser.add_argument(
+        "--attack",
+        default=defaults.attack,
+        help="membership-inference attack of PrivLeak (auc_<attack> in the files); "
+        "default: %(default)s",
+    )
+    parser.add_argument(
+        "--privleak-tolerance",
+        type=float,
+        default=defaults.privleak_tolerance,
+        help="C3 passes when |PrivLeak| <= this; default: %(default)s",
+    )
+    parser.add_argument(
+        "--utility-fraction",
+        type=float,
+        default=defaults.utility_fraction,
+        help="C4 passes when KnowMem_r >= this x the target's at full precision; "
+        "default: %(default)s",
+    )
+    parser.add_argument(
+        "--retrain-auc",
+        type=float,
+        metavar="AUC",
+        help="AUC_retrain for PrivLeak when no retrain model is in the results "
+        "(default: MUSE's published value for news/books at Min-40%%)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from leaderboards.render.board_files import MODEL_INDEX_DIR, render_all  # matplotlib
+
+    options = RobustnessOptions(
+        attack=args.attack,
+        privleak_tolerance=args.privleak_tolerance,
+        utility_fraction=args.utility_fraction,
+        retrain_auc=args.retrain_auc,
+    )
+    board = build_board(
+        args.results_dir, options, target=args.target, retrain=args.retrain, exclude=args.out
+    )
+    files = render_all(board)
+    write_folder(args.out, files)
+    for warning in board.warnings:
+        print(f"muse-quant: warning: {warning}", file=sys.stderr)
+    models = sum(name.startswith(f"{MODEL_INDEX_DIR}/") for name in files)
+    print(
+        f"leaderboard written to {args.out}: leaderboard.md, leaderboard.csv, leaderboard.json, "
+        f"index.html, {MODEL_INDEX_DIR}/ ({models} models)"
+    )
+    print(format_summary(board))
+    return 0

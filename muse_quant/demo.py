@@ -1,0 +1,255 @@
+"""``muse-quant demo``: the README's main job, the whole story on the toy world.
+
+World -> method zoo (eight unlearning runs and two NF4-confined controls) -> sweep (every model
+at every precision on the world's news corpus) -> leaderboard -> audits of one full fine-tuning
+and one LoRA run -> a headline: which methods' forgetting reverts after quantization and which
+holds. Each stage is cached or resumable (the world and the zoo are cached by configuration, the
+sweep skips finished cells), so a second run, or one after a kill, redoes nothing finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness_ext.errors import MuseQuantError
+from leaderboards.audit import REPORT_MARKDOWN, PrecisionVerdict, audit_results
+from leaderboards.collect import Collection, collect_results
+from leaderboards.render.board_files import render_all
+from leaderboards.render.console import format_summary
+from leaderboards.robustness import Board, compute_board
+from leaderboards.write import check_report_folder, is_board_folder, write_folder
+from model_wrappers.precisions import resolve_precision
+from model_wrappers.precisions.gptq import GPTQ, GPTQ_INSTALL
+from muse_quant.audit import AuditRequest, check_precisions, run_audit
+from muse_quant.demo_defaults import (
+    AUDITED,
+    AUDITS,
+    BOARD,
+    CORPUS,
+    DEFAULT_OUT,
+    DEFAULT_PRECISIONS,
+    RESULTS,
+)
+from muse_quant.sweep import plan_from_dict, run_sweep
+from muse_quant.toyworld.build import build_world
+from muse_quant.toyworld.manifest import load_manifest
+from muse_quant.toyworld.report import format_report, format_zoo
+from muse_quant.toyworld.zoo import build_zoo
+
+STAGES = 6
+
+
+def run_demo(
+    scale: str = "tiny",
+    out: Path = DEFAULT_OUT,
+    precisions: tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> int:
+    """The whole story (module docstring); ``precisions`` None: :data:`DEFAULT_PRECISIONS`."""
+    started = time.perf_counter()
+    out = out.absolute()
+    precisions = _precisions(precisions)
+    _check_out(out)
+    timings: dict[str, float] = {}
+
+    with _stage(1, f"toy world ({scale}): build or reuse", "world", timings):
+        world = build_world(scale=scale)
+        print(format_report(world))
+    with _stage(2, "method zoo: GA/NPO x GDR/KLR x full/LoRA, build or reuse", "zoo", timings):
+        zoo = build_zoo(world)
+        print(format_zoo(zoo))
+
+    # One request holds the evaluation options for the sweep and both audits, so every audit
+    # cell has the sweep's key and is reused, not evaluated again.
+    runs = _zoo_runs(world, zoo)
+    target, retrain = world / "models" / "target", world / "models" / "retrain"
+    base = AuditRequest(
+        model=str(target),
+        target=str(target),
+        retrain=str(retrain),
+        data=str(world / "data"),
+        out=out / AUDITS,
+        precisions=precisions,
+        corpus=CORPUS,
+        results=out / RESULTS,
+        calibration=str(world / "pretrain" / "generic.json"),
+    )
+    models = [
+        {"label": "target", "role": "target", "pretrained": base.target},
+        {"label": "retrain", "role": "retrain", "pretrained": base.retrain},
+    ]
+    models += [
+        {"label": r.label, "role": "method", "method": r.method, "pretrained": r.pretrained,
+         "adapter": r.adapter}
+        for r in runs
+    ]  # fmt: skip
+    cells = len(models) * len(precisions)
+    title = (
+        f"sweep: {len(models)} models x {len(precisions)} precisions on {CORPUS} ({cells} cells)"
+    )
+    with _stage(3, title, "sweep", timings):
+        plan = plan_from_dict(base.plan_data() | {"models": models}, Path.cwd())
+        paths = run_sweep(plan, base.results_dir, progress=progress)
+
+    with _stage(4, f"leaderboard -> {out / BOARD}", "leaderboard", timings):
+        board = _board(base.results_dir, paths)
+        write_folder(out / BOARD, render_all(board))
+        print(format_summary(board).lstrip("\n"))
+
+    reports = []
+    by_label = {r.label: r for r in runs}
+    with _stage(5, f"audits of {' and '.join(AUDITED)} -> {out / AUDITS}", "audits", timings):
+        for zoo_run in (by_label[label] for label in AUDITED):
+            request = replace(
+                base,
+                model=zoo_run.pretrained,
+                adapter=zoo_run.adapter,
+                label=zoo_run.label,
+                method=zoo_run.method,
+                out=out / AUDITS / zoo_run.label,
+            )
+            audit = run_audit(request, progress=False)
+            print(f"{zoo_run.label} ({zoo_run.mode}): {audit.headline}")
+            reports.append(request.out / REPORT_MARKDOWN)
+
+    with _stage(6, "headline: does forgetting survive quantization?", "headline", timings):
+        print(headline(base.results_dir, [r.label for r in runs], precisions))
+
+    print(f"\nleaderboard: {out / BOARD / 'index.html'}")
+    print("audit reports: " + ", ".join(str(path) for path in reports))
+    spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+    print(f"demo finished in {time.perf_counter() - started:.1f} s ({spent})")
+    return 0
+
+
+@dataclass(frozen=True)
+class ZooRun:
+    """One zoo run as the sweep and the audits name it."""
+
+    label: str
+    method: str
+    #: A checkpoint folder, or for a LoRA run the base its adapter was trained on (the target).
+    pretrained: str
+    adapter: str | None
+
+    @property
+    def mode(self) -> str:
+        return "lora" if self.adapter else "full"
+
+
+def _zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
+    """The zoo's runs in its manifest's order; a folder with a peft adapter is a LoRA run."""
+
+    runs = []
+    for label, run in (load_manifest(zoo) or {}).get("runs", {}).items():
+        folder = zoo / label
+        lora = (folder / "adapter_config.json").is_file()
+        pretrained = world / "models" / "target" if lora else folder
+        runs.append(ZooRun(label, run["method"], str(pretrained), str(folder) if lora else None))
+    return runs
+
+
+def _precisions(given: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The precisions to run, checked before any work. The default list keeps GPTQ only when
+    gptqmodel is installed (and says so when it is not); a list given explicitly is kept as is,
+    so asking for GPTQ without gptqmodel is the loader's one-line error."""
+
+    names = DEFAULT_PRECISIONS if given is None else given
+    check_precisions(names)
+    gptq = [name for name in names if resolve_precision(name).family is GPTQ]
+    # Looked up, not imported: importing prints gptqmodel's banner; the sweep imports it later,
+    # with library output going to its log.
+    if given is None and gptq and importlib.util.find_spec("gptqmodel") is None:
+        print(
+            f"muse-quant: note: {', '.join(gptq)} skipped, gptqmodel is not installed; "
+            f"{GPTQ_INSTALL}",
+            file=sys.stderr,
+        )
+        names = tuple(name for name in names if name not in gptq)
+    return names
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out the demo could not fill, before the long stages: not a folder, not
+    writable, or holding a board or reports that muse-quant did not write."""
+
+    if out.exists() and not out.is_dir():
+        raise MuseQuantError(f"--out {out}: not a folder")
+    for name in AUDITED:
+        check_report_folder(out / AUDITS / name)
+    board = out / BOARD
+    if board.exists() and not (board.is_dir() and is_board_folder(board)):
+        raise MuseQuantError(
+            f"--out {out}: {board} is not a leaderboard muse-quant wrote; choose another --out"
+        )
+
+
+@contextlib.contextmanager
+def _stage(number: int, title: str, name: str, timings: dict[str, float]) -> Iterator[None]:
+    """A one-line banner, then the stage; its seconds go into ``timings`` for the last line."""
+    print(f"\n== [{number}/{STAGES}] {title}", flush=True)
+    started = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - started
+    sys.stdout.flush()
+
+
+def _board(results: Path, paths: Sequence[Path]) -> Board:
+    """The board of this run's cells only: a results folder reused with other precisions (or
+    left by an older zoo) may hold more."""
+
+    results = results.resolve()
+    collection = collect_results(results)
+    ours = {path.relative_to(results).as_posix() for path in paths}
+    rows = tuple(row for row in collection.rows if row.source in ours)
+    return compute_board(Collection(rows, tuple(sorted(ours)), collection.warnings))
+
+
+#: The headline's groups, in the order it prints them (``{full}``: the full precision).
+REVERTS, HOLDS, NO_FORGETTING, UNKNOWN = (
+    "revert after quantization",
+    "forget at {full} and hold at every quantized precision",
+    "hold, but did not forget at {full} (nothing for quantization to give back)",
+    "cannot tell",
+)
+
+
+def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) -> str:
+    """Every run's verdicts, grouped so that a reader sees at a glance which revert and which
+    hold. The verdicts are the audit's (:func:`leaderboards.audit.audit_results`, from the
+    results files alone): one rule for the headline, the reports and ``muse-quant audit``."""
+
+    groups: dict[str, list[list[str]]] = {REVERTS: [], HOLDS: [], NO_FORGETTING: [], UNKNOWN: []}
+    for label in labels:
+        audit = audit_results(results, label, corpus=CORPUS, precisions=precisions)
+        group, texts = _group(audit.verdicts)
+        model = f"    {label} ({audit.model.method}, {audit.model.mode})"
+        groups[group].append([model, *(f"      {text}" for text in texts)])
+    full, *quantized = audit.verdicts
+    lines = [f"{CORPUS}: each run at {', '.join(v.precision for v in quantized)}, compared with "
+             f"itself at {full.precision} (the audit's rule, docs/audit.md)"]  # fmt: skip
+    for group, entries in groups.items():
+        if entries:
+            header = group.format(full=full.precision)
+            lines.append(f"  {header}: {len(entries)} of {len(labels)}")
+            lines += [line for entry in entries for line in entry]
+    return "\n".join(lines)
+
+
+def _group(verdicts: Sequence[PrecisionVerdict]) -> tuple[str, list[str]]:
+    """A run's headline group and the verdict sentences that put it there; a run that reverts
+    but never forgot at full precision says that too."""
+    full, *quantized = verdicts
+    reverts = [v.text for v in quantized if v.status == "reverts"]
+    if reverts:
+        return REVERTS, reverts + ([] if full.passed else [full.text])
+    unknown = [v.text for v in verdicts if v.status == "n/a"]
+    if unknown:
+        return UNKNOWN, unknown
+    return (HOLDS, []) if full.passed else (NO_FORGETTING, [full.text])

@@ -1,0 +1,13 @@
+"""What the demo runs by default and where it writes: read by the demo and by its ``--help``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_OUT = Path("muse-quant-demo")
+#: The deployment precisions the demo runs, with real kernels; GPTQ when gptqmodel is installed.
+DEFAULT_PRECISIONS = ("fp32", "int8", "nf4", "fp4", "gptq-w4g128")
+CORPUS = "news"
+#: The zoo runs audited with a full report: the same method, full fine-tuning and LoRA.
+AUDITED = ("npo_gdr_full", "npo_gdr_lora")
+RESULTS, BOARD, AUDITS = "results", "board", "audits"

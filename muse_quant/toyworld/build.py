@@ -1,0 +1,188 @@
+"""Build the toy world (corpus, tokenizer, base, target, retrain) once, and reuse it from disk.
+
+A world lives in one folder with a ``manifest.json`` recording the configuration, its hash, the
+library versions and the sha256 of every file. Building with a configuration whose world is
+already there and intact takes a hash check; a different configuration, or a folder whose files
+no longer match their hashes, is rebuilt from scratch. A build writes into a temporary sibling
+folder and renames it into place, so an interrupted build never leaves a half world behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from harness_ext.cache import cache_root
+from harness_ext.errors import MuseQuantError
+from harness_ext.files import check_writable, staged_dir
+from harness_ext.muse_layout import read_split
+from harness_ext.versions import library_versions
+from muse_quant.greedy_check import qa_rouge, verbatim_rouge
+from muse_quant.toyworld.config import ToyWorldConfig, config_for
+from muse_quant.toyworld.corpus import (
+    generate_corpus,
+    verbatim_pair,
+    write_muse_layout,
+)
+from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
+from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
+from muse_quant.toyworld.training import new_llama, train_causal_lm
+
+MODEL_NAMES = ("base", "target", "retrain")
+
+
+def default_world_dir(config: ToyWorldConfig) -> Path:
+    return cache_root() / "toyworld" / f"{config.scale}-{config.config_hash()[:12]}"
+
+
+def _log(msg: str) -> None:
+    print(f"[toyworld] {msg}", file=sys.stderr, flush=True)
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse a folder we must not replace: a foreign non-empty one, or one we cannot write."""
+    if out.is_dir() and any(out.iterdir()) and load_manifest(out) is None:
+        raise MuseQuantError(
+            f"--out {out} is a non-empty folder that is not a toy world (no {MANIFEST}); "
+            "choose an empty or new folder"
+        )
+    check_writable(out)
+
+
+def build_world(
+    scale: str = "default",
+    out: str | os.PathLike | None = None,
+    config: ToyWorldConfig | None = None,
+) -> Path:
+    """Return the folder of the toy world for ``config`` (default: the named ``scale``), building
+    it only when no intact world with that configuration is there already."""
+    config = config or config_for(scale)
+    out = Path(out) if out is not None else default_world_dir(config)
+    _check_out_dir(out)
+    if _reusable(out, config, quiet=True):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per folder (pytest workers, a demo next to the tests): the others
+    # wait, then find the world built.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _reusable(out, config, quiet=False):
+            return out
+        with staged_dir(out) as tmp:
+            _build_into(tmp, config)
+    return out
+
+
+def _reusable(out: Path, config: ToyWorldConfig, quiet: bool) -> bool:
+    """Whether ``out`` holds an intact world of ``config``; says why not unless ``quiet``."""
+    manifest = load_manifest(out)
+    if manifest is None:
+        return False
+    if manifest.get("config_hash") != config.config_hash():
+        if not quiet:
+            _log(f"{out} holds a world with another configuration; rebuilding")
+        return False
+    bad = verify_world(out, manifest)
+    if bad and not quiet:
+        _log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
+    return not bad
+
+
+def _build_into(root: Path, config: ToyWorldConfig) -> None:
+    started = time.time()
+    # One thread: the same seed then gives the same weights on any machine (the order of
+    # floating-point reductions depends on the thread count), and a busy second core cannot
+    # stall the many small matmuls of a model this size.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train_and_save(root, config, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_save(root: Path, config: ToyWorldConfig, started: float) -> None:
+    torch.manual_seed(config.seed)
+    _log(f"building the {config.scale} world into {root.name} (seed {config.seed})")
+    corpus = generate_corpus(config.seed, config.sizes)
+    data = root / "data"
+    write_muse_layout(corpus, str(data), config.sizes)
+    pretrain_texts = corpus.generic + corpus.generic_quiz
+    (root / "pretrain").mkdir()
+    (root / "pretrain" / "generic.json").write_text(json.dumps(pretrain_texts, indent=1) + "\n")
+
+    tokenizer = train_bpe_tokenizer(
+        corpus.forget + corpus.retain + corpus.holdout + pretrain_texts, config.shape.vocab
+    )
+    base = new_llama(config.shape, tokenizer, config.seed)
+    losses = {
+        "base": train_causal_lm(
+            base, tokenizer, pretrain_texts, config.pretrain, config.seed, "pretrain base"
+        )
+    }
+    models = {"base": base}
+    forget = corpus.forget + corpus.forget_quiz  # = raw/forget
+    retain = corpus.retain + corpus.retain_quiz  # = raw/retain1 + raw/retain2
+    for name, texts in (("target", forget + retain), ("retrain", retain)):
+        model = copy.deepcopy(base)
+        losses[name] = train_causal_lm(
+            model, tokenizer, texts, config.finetune, config.seed + 1, f"fine-tune {name}"
+        )
+        models[name] = model
+    for name, model in models.items():
+        model.save_pretrained(root / "models" / name)
+        tokenizer.save_pretrained(root / "models" / name)
+
+    checks = {
+        name: memorization_report(models[name], tokenizer, data) for name in ("target", "retrain")
+    }
+    manifest = {
+        "kind": "muse-quant toy world",
+        "scale": config.scale,
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "seeds": {
+            "corpus": config.seed,
+            "init": config.seed,
+            "pretrain": config.seed,
+            "finetune": config.seed + 1,
+        },
+        "versions": library_versions(("torch", "transformers", "tokenizers")),
+        "final_epoch_loss": losses,
+        "memorization": checks,
+        "build_seconds": round(time.time() - started, 1),
+        "files": folder_hashes(root),
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _log(f"built in {manifest['build_seconds']} s")
+
+
+def memorization_report(model, tokenizer, data: Path) -> dict[str, float]:
+    """Quick spec-shaped scores (ROUGE-L F1, 0..1): verbatim continuation and QA, forget/retain."""
+    prompt_words = len(read_split(data, "verbmem", "forget")[0]["prompt"].split())
+    retain_verbatim = [
+        verbatim_pair(r["text"], prompt_words) for r in read_split(data, "privleak", "retain")
+    ]
+    return {
+        "verbmem_forget": verbatim_rouge(model, tokenizer, read_split(data, "verbmem", "forget")),
+        "verbmem_retain": verbatim_rouge(model, tokenizer, retain_verbatim),
+        "knowmem_forget": qa_rouge(
+            model,
+            tokenizer,
+            read_split(data, "knowmem", "forget_qa"),
+            read_split(data, "knowmem", "forget_qa_icl"),
+        ),
+        "knowmem_retain": qa_rouge(
+            model,
+            tokenizer,
+            read_split(data, "knowmem", "retain_qa"),
+            read_split(data, "knowmem", "retain_qa_icl"),
+        ),
+    }

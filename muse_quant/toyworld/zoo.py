@@ -1,0 +1,172 @@
+"""The toy world's method zoo: GA/NPO x GDR/KLR, each full and LoRA, unlearned from its target.
+
+Presets are tuned for the toy world (docs/unlearning.md says how and why they differ from the
+papers' 7B defaults). The zoo is cached beside the world, keyed by the world's configuration hash
+and the presets, and built all at once (a killed build leaves nothing half-written).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness_ext.cache import cache_root
+from harness_ext.errors import MuseQuantError
+from harness_ext.files import staged_dir
+from model_wrappers.codes import confine_to_nf4_bins
+from model_wrappers.precisions import quantized_linear_names
+from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
+from muse_quant.unlearning.config import RETAIN_LOSSES, UnlearnConfig
+from muse_quant.unlearning.recipe import RECORD, block_weights, code_change_record, unlearn
+from muse_quant.unlearning.trainers import TRAINERS
+
+ZOO_VERSION = 1
+#: Full fine-tuning runs whose update is also saved confined to the target's NF4 bins (a control
+#: that reproduces, by construction, an update too small for 4-bit quantization to see).
+CONFINED = ("ga_gdr_full", "npo_gdr_full")
+CONFINED_SUFFIX = "_nf4confined"
+#: Every registered method with every retain term.
+METHODS = tuple((m, r) for m in TRAINERS for r in RETAIN_LOSSES if r != "none")
+MODES = ("full", "lora")
+
+#: Per mode, the toy-world preset every method of the zoo starts from (docs/unlearning.md):
+#: bf16 parameters as in the papers, a larger learning rate than their 1e-5 (at 1e-5 a toy model
+#: does not forget in 1500 steps), and early stopping once forget VerbMem and forget KnowMem
+#: (ROUGE-L, 0..1) reach about the retrain model's level (0.20 and 0.03 on the tiny world).
+PRESETS: dict[str, UnlearnConfig] = {
+    mode: UnlearnConfig(
+        mode=mode,
+        lr=lr,
+        max_steps=400,
+        check_every=10,
+        stop_verbmem=0.2,
+        stop_knowmem=0.02,
+    )
+    for mode, lr in (("full", 1e-4), ("lora", 3e-4))
+}
+#: Per-run changes to the preset, from the tuning runs in docs/unlearning.md. GA drags the retain
+#: texts down with the forget texts (the toy biographies share templates): a 5x retain term keeps
+#: more utility, and checks every 5 steps stop it closer to the cliff where it forgets at once.
+GA = {"retain_weight": 5.0, "check_every": 5}
+TUNED: dict[str, dict[str, float]] = {
+    "ga_gdr_full": GA,
+    "ga_klr_full": GA,
+    "ga_gdr_lora": {**GA, "lr": 2e-4},
+    "ga_klr_lora": {**GA, "lr": 1e-4},
+}
+
+
+def zoo_configs(seed: int = 0) -> dict[str, UnlearnConfig]:
+    """``{"ga_gdr_full": UnlearnConfig(...), ...}``: the eight zoo runs."""
+    configs = {}
+    for method, retain in METHODS:
+        for mode in MODES:
+            name = f"{method}_{retain}_{mode}"
+            configs[name] = replace(
+                PRESETS[mode], method=method, retain_loss=retain, seed=seed, **TUNED.get(name, {})
+            )
+    return configs
+
+
+def zoo_key(world: Path) -> str:
+    manifest = load_manifest(world) or {}
+    blob = json.dumps(
+        {
+            "world": manifest.get("config_hash"),
+            "zoo_version": ZOO_VERSION,
+            "runs": {k: c.to_dict() for k, c in zoo_configs().items()},
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def default_zoo_dir(world: Path) -> Path:
+    return cache_root() / "zoo" / f"{world.name}-{zoo_key(world)[:12]}"
+
+
+def _log(msg: str) -> None:
+    print(f"[zoo] {msg}", file=sys.stderr, flush=True)
+
+
+def build_zoo(world: Path, out: Path | None = None) -> Path:
+    """The folder of the world's zoo (``<name>/`` per run plus ``manifest.json``), built once."""
+    if load_manifest(world) is None:
+        raise MuseQuantError(f"{world}: not a toy world (no {MANIFEST}); see `toyworld build`")
+
+    out = out or default_zoo_dir(world)
+    key = zoo_key(world)
+    if _intact(out, key):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _intact(out, key):
+            return out
+        started = time.time()
+        with staged_dir(out) as tmp:
+            runs = {}
+            for i, (name, config) in enumerate(zoo_configs().items(), 1):
+                _log(f"[{i}/8] {name}")
+                unlearn(world / "models" / "target", world / "data", config, tmp / name)
+                runs[name] = _run_summary(tmp / name, config.name, config.mode)
+            for name in CONFINED:
+                confined = save_confined(world / "models" / "target", tmp / name, tmp)
+                runs[confined.name] = _run_summary(
+                    confined, f"{runs[name]['method']} (NF4-confined)", "full"
+                )
+            manifest = {
+                "kind": "muse-quant toy world zoo",
+                "world": str(world),
+                "zoo_key": key,
+                "runs": runs,
+                "build_seconds": round(time.time() - started, 1),
+                "files": folder_hashes(tmp),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        _log(f"built in {manifest['build_seconds']} s")
+    return out
+
+
+def _run_summary(folder: Path, method: str, mode: str) -> dict:
+    record = json.loads((folder / RECORD).read_text())
+    return {
+        "method": method,
+        "mode": mode,
+        "steps": record["steps"],
+        "seconds": record["seconds"],
+        "changed_codes": {k: v["overall"] for k, v in record["changed_codes"].items()},
+    }
+
+
+def save_confined(target: Path, run: Path, zoo: Path) -> Path:
+    """Save ``run``'s weights with each block linear confined to the target's NF4 bins."""
+    reference = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(run, dtype=torch.float32)
+    names = quantized_linear_names(reference)
+    before = block_weights(reference, names)
+    with torch.no_grad():
+        for name in names:
+            weight = model.get_submodule(name).weight
+            weight.copy_(confine_to_nf4_bins(before[name], weight))
+    out = zoo / f"{run.name}{CONFINED_SUFFIX}"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(run).save_pretrained(out)
+    record = json.loads((run / RECORD).read_text())
+    record["confined_to_nf4_bins_of"] = str(target)
+    record["changed_codes"] = code_change_record(before, block_weights(model, names))
+    (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    return out
+
+
+def _intact(out: Path, key: str) -> bool:
+    manifest = load_manifest(out)
+    return bool(manifest) and manifest.get("zoo_key") == key and not verify_world(out, manifest)

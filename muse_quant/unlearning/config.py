@@ -1,0 +1,76 @@
+"""What an unlearning run is: method, retain term, mode, and hyperparameters (one dataclass).
+
+Defaults are the papers' settings for 7B models (MUSE baselines; Abitante et al. for LoRA); the toy
+world has its own presets in :mod:`muse_quant.toyworld.zoo`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness_ext.errors import MuseQuantError
+
+RETAIN_LOSSES = ("none", "gdr", "klr")
+MODES = ("full", "lora")
+#: bf16: AdamW updates bfloat16 parameters in place, as MUSE's baselines do (updates below half a
+#: bf16 ulp round away); fp32: float32 master weights (saved as float32).
+PARAM_DTYPES = ("bf16", "fp32")
+#: Paper defaults that differ between modes.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {"full": {"lr": 1e-5}, "lora": {"lr": 1e-4}}
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """One unlearning run. ``lr=None`` takes the mode's paper default (full 1e-5, LoRA 1e-4)."""
+
+    method: str = "npo"
+    retain_loss: str = "gdr"
+    mode: str = "full"
+    lr: float | None = None
+    max_steps: int = 100
+    batch_size: int = 4
+    retain_weight: float = 1.0
+    beta: float = 0.1
+    param_dtype: str = "bf16"
+    max_length: int = 512
+    lora_r: int = 32
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    seed: int = 0
+    retain_splits: tuple[str, ...] = ("retain1",)
+    #: Early stopping: every ``check_every`` steps (0 = never), stop once forget verbatim ROUGE-L
+    #: (0..1) is at or below ``stop_verbmem`` and, if ``stop_knowmem`` is set, forget QA ROUGE-L
+    #: at or below it too.
+    check_every: int = 0
+    stop_verbmem: float = 0.0
+    stop_knowmem: float | None = None
+
+    def __post_init__(self) -> None:
+        # The methods are the registered trainers (transformers' Trainer loads slowly).
+        from muse_quant.unlearning.trainers import TRAINERS
+
+        for name, value, allowed in (
+            ("method", self.method, tuple(TRAINERS)),
+            ("retain loss", self.retain_loss, RETAIN_LOSSES),
+            ("mode", self.mode, MODES),
+            ("param dtype", self.param_dtype, PARAM_DTYPES),
+        ):
+            if value not in allowed:
+                raise MuseQuantError(
+                    f"unknown {name} {value!r}; choose one of {', '.join(allowed)}"
+                )
+        if self.lr is None:
+            object.__setattr__(self, "lr", MODE_DEFAULTS[self.mode]["lr"])
+        for name in ("lr", "max_steps", "batch_size", "max_length", "lora_r"):
+            if not getattr(self, name) > 0:
+                raise MuseQuantError(f"{name.replace('_', '-')} must be positive")
+
+    @property
+    def name(self) -> str:
+        """``GA+GDR`` style label used on boards."""
+        retain = "" if self.retain_loss == "none" else f"+{self.retain_loss.upper()}"
+        return f"{self.method.upper()}{retain}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
