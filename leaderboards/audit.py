@@ -2,14 +2,15 @@
 
 Computed from results files only, on the board's own numbers (:mod:`leaderboards.robustness`):
 retentions, reverts and criteria are read from its :class:`CellScores`, never recomputed here.
-What this module adds is the verdict rule (:data:`AUDIT_RULE`), the provenance each cell's
-results file carries, and writing the report into a folder that may also hold the results.
+The verdicts are :mod:`leaderboards.verdicts`' (one rule for the board, the audit and the
+demo); what this module adds is choosing the rows an audit reads and the provenance each cell's
+results file carries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +18,12 @@ from harness_ext.errors import MuseQuantError
 from leaderboards.collect import Collection, collect_results, read_results_file
 from leaderboards.robustness import (
     Board,
-    CellScores,
     CorpusBoard,
     ModelScores,
     RobustnessOptions,
     compute_board,
 )
-
-#: Stated in every report: how a precision's verdict is reached.
-AUDIT_RULE = (
-    "At full precision (fp32, else bf16) the model forgets when MUSE's C1 (VerbMem_f <= the "
-    "retrain model's) and C2 (KnowMem_f <= the retrain model's) pass; if either fails there is "
-    "no forgetting to keep. At each quantized precision p it reverts when the retention of "
-    "VerbMem_f or KnowMem_f (score / the target's at full precision) rises by more than the "
-    "revert tolerance over the model's own full-precision retention; otherwise forgetting holds "
-    "(a C1 or C2 that passed at full precision and fails at p within the tolerance is named, "
-    "not counted: near the retrain model's level one question can flip it). A number the rule "
-    "needs that is "
-    "n/a makes the verdict n/a. The audit passes only when the model forgets at full precision "
-    "and forgetting holds at every quantized precision."
-)
-
-#: (metric name, CellScores field, criterion) of the two forget metrics the verdict reads.
-FORGET_METRICS = (("VerbMem_f", "verbmem_f", "c1"), ("KnowMem_f", "knowmem_f", "c2"))
-
-#: Verdict statuses that pass: at full precision, and at a quantized precision.
-PASSING = ("forgets", "holds")
+from leaderboards.verdicts import PrecisionVerdict, judge
 
 #: The files a report is made of; ``report.json`` says which command wrote it.
 REPORT_MARKDOWN, REPORT_JSON = REPORT_FILES = ("report.md", "report.json")
@@ -51,30 +32,17 @@ GENERATOR = "muse-quant audit"
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """The verdict's tolerance and the board's options (attack, C3/C4 tolerances)."""
+    """The verdict's tolerance and the board's options (attack, C3/C4 tolerances); the board
+    judges with this tolerance too."""
 
     #: Largest rise of a forget retention (absolute, 0.10 = 10 points of the target's score)
     #: that still counts as holding.
-    revert_tolerance: float = 0.10
+    revert_tolerance: float = RobustnessOptions.revert_tolerance
     robustness: RobustnessOptions = field(default_factory=RobustnessOptions)
 
     def __post_init__(self) -> None:
-        if not self.revert_tolerance >= 0:
-            raise MuseQuantError(f"revert tolerance {self.revert_tolerance}: must be >= 0")
-
-
-@dataclass(frozen=True)
-class PrecisionVerdict:
-    """The verdict at one precision: ``forgets``/``no forgetting`` (full precision),
-    ``holds``/``reverts`` (quantized) or ``n/a``, with the sentence that says why."""
-
-    precision: str
-    status: str
-    text: str
-
-    @property
-    def passed(self) -> bool:
-        return self.status in PASSING
+        robustness = replace(self.robustness, revert_tolerance=self.revert_tolerance)
+        object.__setattr__(self, "robustness", robustness)
 
 
 @dataclass(frozen=True)
@@ -124,104 +92,15 @@ class Audit:
 
     @property
     def headline(self) -> str:
-        """``PASS: ...`` or ``FAIL: `` and every failing precision's verdict."""
+        """``PASS: ...``; ``FAIL: `` and every failing precision's verdict; or
+        ``INCONCLUSIVE: `` when nothing failed but an interval could not decide."""
         if self.passed:
             return (
                 f"PASS: forgetting holds at every precision ({', '.join(self.corpus.precisions)})"
             )
-        return "FAIL: " + "; ".join(v.text for v in self.verdicts if not v.passed)
-
-
-# --------------------------------------------------------------------------- the verdict
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _cell_at(scores: ModelScores | None, precision: str) -> CellScores | None:
-    if scores is None:
-        return None
-    return next((cell for cell in scores.cells if cell.precision == precision), None)
-
-
-def judge_full_precision(cell: CellScores, retrain: CellScores | None) -> PrecisionVerdict:
-    """Did the model forget at all? C1 and C2 at full precision."""
-    failed, unknown, passed = [], [], []
-    for name, score, criterion in FORGET_METRICS:
-        mark = getattr(cell.criteria, criterion)
-        value = _number(getattr(cell, score), 1)
-        reference = _number(getattr(retrain, score) if retrain else None, 1)
-        if mark is None:
-            unknown.append(f"{criterion.upper()} n/a ({name} {value}, retrain's {reference})")
-        elif mark:
-            passed.append(f"{name} {value} <= retrain's {reference}")
-        else:
-            failed.append(f"{name} {value} > retrain's {reference} ({criterion.upper()} fails)")
-    where = cell.precision
-    if failed:
-        return PrecisionVerdict(
-            where, "no forgetting", f"no forgetting at {where}: " + ", ".join(failed)
-        )
-    if unknown:
-        return PrecisionVerdict(where, "n/a", f"cannot tell at {where}: " + ", ".join(unknown))
-    return PrecisionVerdict(where, "forgets", f"forgets at {where}: " + ", ".join(passed))
-
-
-def judge_quantized(
-    cell: CellScores, full: CellScores, retrain: CellScores | None, revert_tolerance: float
-) -> PrecisionVerdict:
-    """Did quantization give the forgotten back? A forget retention up by more than the
-    tolerance; a C1/C2 lost within the tolerance is named in the text but does not count."""
-    reverted, within, unknown = [], [], []
-    for name, score, criterion in FORGET_METRICS:
-        revert = getattr(cell, f"revert_{score}")
-        was_passing = getattr(full.criteria, criterion) is True
-        now = getattr(cell.criteria, criterion)
-        lost = was_passing and now is False
-        if revert is None:
-            unknown.append(f"{name} revert n/a")
-            continue
-        if revert <= revert_tolerance and not lost:
-            continue
-        retention = f"retention_{score}"
-        clause = (
-            f"{name} {_number(getattr(full, score), 1)} -> {_number(getattr(cell, score), 1)}, "
-            f"retention {_number(getattr(full, retention), 2)} -> "
-            f"{_number(getattr(cell, retention), 2)}"
-        )
-        if lost:
-            reference = _number(getattr(retrain, score) if retrain else None, 1)
-            clause += f", {criterion.upper()} fails (retrain's {reference})"
-        (reverted if revert > revert_tolerance else within).append(clause)
-    where = cell.precision
-    if reverted:
-        return PrecisionVerdict(where, "reverts", f"reverts at {where}: " + "; ".join(reverted))
-    if unknown:
-        return PrecisionVerdict(where, "n/a", f"cannot tell at {where}: " + ", ".join(unknown))
-    text = f"forgetting holds at {where}"
-    if within:
-        text += " (within the revert tolerance: " + "; ".join(within) + ")"
-    return PrecisionVerdict(where, "holds", text)
-
-
-def judge(
-    board: CorpusBoard, model: ModelScores, revert_tolerance: float
-) -> list[PrecisionVerdict]:
-    """The verdict at each of the model's precisions, full precision first."""
-    retrain = next((m for m in board.references if m.role == "retrain"), None)
-    full = _cell_at(model, board.full_precision)
-    if full is None:
-        raise MuseQuantError(
-            f"{model.label} has no results at {board.full_precision} (the target's full "
-            "precision): every verdict compares against the model there"
-        )
-    verdicts = [judge_full_precision(full, _cell_at(retrain, full.precision))]
-    for cell in model.cells:
-        if cell is not full:
-            reference = _cell_at(retrain, cell.precision)
-            verdicts.append(judge_quantized(cell, full, reference, revert_tolerance))
-    return verdicts
+        failing = [v for v in self.verdicts if not v.passed]
+        word = "INCONCLUSIVE" if all(v.status == "inconclusive" for v in failing) else "FAIL"
+        return f"{word}: " + "; ".join(v.text for v in failing)
 
 
 # --------------------------------------------------------------------------- from results files
@@ -285,6 +164,17 @@ def _audited_rows(
     return Collection(rows, tuple(sorted({row.source for row in rows})), collection.warnings)
 
 
+def _judge(board: CorpusBoard, model: ModelScores, tolerance: float) -> list[PrecisionVerdict]:
+    retrain = next((m for m in board.references if m.role == "retrain"), None)
+    verdicts = judge(model, retrain, board.full_precision, tolerance)
+    if verdicts is None:
+        raise MuseQuantError(
+            f"{model.label} has no results at {board.full_precision} (the target's full "
+            "precision): every verdict compares against the model there"
+        )
+    return verdicts
+
+
 def audit_results(
     results_dir: Path,
     label: str,
@@ -319,7 +209,7 @@ def audit_results(
         options=options,
         board=board,
         model=model,
-        verdicts=tuple(judge(corpus_board, model, options.revert_tolerance)),
+        verdicts=tuple(_judge(corpus_board, model, options.revert_tolerance)),
         task_versions=_task_versions(results_dir, corpus_board.corpus, model.cells[0].source),
         provenance=tuple(provenance),
     )

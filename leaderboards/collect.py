@@ -19,8 +19,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness_ext.doc_scores import DOC_SCORES_FILE, TaskScores, read_doc_scores
 from harness_ext.errors import MuseQuantError
 from harness_ext.precision_names import precision_from_model_args
+from harness_ext.results_layout import PLAN_RECORD, PLAN_RECORD_KIND, PRUNED
 from leaderboards.consistency import check_consistent
 
 ROLES = ("target", "retrain", "method")
@@ -51,6 +53,9 @@ class ResultRow:
     data: str | None
     source: str
     date: float | None
+    #: Per task (``verbmem_f``, ``knowmem_f``, ``knowmem_r``, ``privleak``) its per-document
+    #: scores, from the ``scores.json`` beside the file; None when there is none.
+    doc_scores: Mapping[str, TaskScores] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,23 @@ def read_results_file(path: Path) -> dict[str, Any] | None:
     return data if _is_results_file(data) else None
 
 
-def _score(results: Mapping[str, Any], task: str, metric: str) -> float | None:
-    value = (results.get(task) or {}).get(f"{metric},none")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _score(path: Path, results: Mapping[str, Any], task: str, metric: str) -> float | None:
+    """A memorization score (ROUGE-L F1 x 100); None when the file has no such task. A value
+    that is not a finite number in [0, 100] is refused, naming the file and the key."""
+    key = f"{metric},none"
+    if key not in (results.get(task) or {}):
         return None
+    value = results[task][key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= 100
+    ):
+        raise MuseQuantError(
+            f"{path}: {task} {key} = {value!r} is not a score in [0, 100]; the file is damaged "
+            "or not a muse-quant result: re-run that cell or remove the file"
+        )
     return float(value)
 
 
@@ -108,8 +126,16 @@ def _aucs(path: Path, results: Mapping[str, Any], task: str) -> dict[str, float]
         match = _AUC_KEY.match(key)
         if match is None or "_stderr" in key:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise MuseQuantError(f"{path}: {task} {key} = {value!r} is not an AUC in [0, 1]")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 <= value <= 1
+        ):
+            raise MuseQuantError(
+                f"{path}: {task} {key} = {value!r} is not an AUC in [0, 1]; re-run that cell or "
+                "remove the file"
+            )
         aucs[match.group("attack")] = float(value)
     return aucs
 
@@ -186,6 +212,7 @@ def rows_from_results(
         label, role, method, mode = _foreign_label(path, model_args), None, None, None
         precision = _foreign_precision(path, data, model_args)
     rows, warnings = [], []
+    per_doc = read_doc_scores(path.parent / DOC_SCORES_FILE) if ident is not None else None
     for corpus, tasks in sorted(tasks_by_corpus.items()):
         missing = sorted({"verbmem_f", "knowmem_f", "knowmem_r", "privleak"} - tasks)
         if missing:
@@ -200,23 +227,39 @@ def rows_from_results(
                 mode=mode,
                 corpus=corpus,
                 precision=precision,
-                verbmem_f=_score(results, f"muse_{corpus}_verbmem_f", "verbmem_f"),
-                knowmem_f=_score(results, f"muse_{corpus}_knowmem_f", "knowmem_f"),
-                knowmem_r=_score(results, f"muse_{corpus}_knowmem_r", "knowmem_r"),
+                verbmem_f=_score(path, results, f"muse_{corpus}_verbmem_f", "verbmem_f"),
+                knowmem_f=_score(path, results, f"muse_{corpus}_knowmem_f", "knowmem_f"),
+                knowmem_r=_score(path, results, f"muse_{corpus}_knowmem_r", "knowmem_r"),
                 aucs=_aucs(path, results, f"muse_{corpus}_privleak"),
                 data=metadata.get("muse_data"),
                 source=source,
                 date=data.get("date") if isinstance(data.get("date"), int | float) else None,
+                doc_scores=_corpus_doc_scores(per_doc, corpus),
             )
         )
     return rows, warnings
+
+
+def _corpus_doc_scores(
+    per_doc: Mapping[str, TaskScores] | None, corpus: str
+) -> dict[str, TaskScores] | None:
+    """A corpus's per-document scores by task (``verbmem_f``, ..., ``privleak``)."""
+    if per_doc is None:
+        return None
+    prefix = f"muse_{corpus}_"
+    return {t.removeprefix(prefix): v for t, v in per_doc.items() if t.startswith(prefix)}
 
 
 def find_results_files(results_dir: Path, exclude: Path | None = None) -> list[Path]:
     """``**/*.json`` under the folder (hidden folders included: lm-eval names its output folder
     after the model path, ``.cache__...`` for a model under ``.cache``), except under
     ``exclude``, the board's own folder when it sits inside the results folder."""
-    paths = sorted(results_dir.rglob("*.json"))
+    paths = sorted(
+        p
+        for p in results_dir.rglob("*.json")
+        if p.name not in (DOC_SCORES_FILE, PLAN_RECORD)
+        and PRUNED not in p.relative_to(results_dir).parts
+    )
     if exclude is None:
         return paths
     return [path for path in paths if not path.resolve().is_relative_to(exclude.resolve())]
@@ -309,4 +352,24 @@ def collect_results(
         loaded, {name for _, data, _ in loaded for name in data["configs"] if MUSE_TASK.match(name)}
     )
     rows, duplicate_warnings = _newest_per_cell(_resolve_roles(rows, target, retrain))
+    warnings += _outside_the_plan(results_dir, files)
     return Collection(tuple(rows), tuple(files), tuple(warnings + duplicate_warnings))
+
+
+def _outside_the_plan(results_dir: Path, files: list[str]) -> list[str]:
+    """A loud warning when the folder's last sweep plan (``sweep-plan.json``) does not name
+    every results file read: the board then mixes cells of several plans."""
+    try:
+        record = json.loads((results_dir / PLAN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict) or record.get("kind") != PLAN_RECORD_KIND:
+        return []
+    outside = [f for f in files if f not in set(record.get("cells") or ())]
+    if not outside:
+        return []
+    return [
+        f"NOT ONE PLAN: {len(outside)} results file(s) are not cells of the sweep plan last run "
+        f"into {results_dir} (e.g. {outside[0]}); the board mixes them in. Remove them, or run "
+        "muse-quant sweep --prune with the plan to move them aside"
+    ]

@@ -6,153 +6,40 @@ retention and revert of the forget metrics, utility retention, and the criteria 
 method: its worst precision and worst cases, and the default lexicographic rank. The target at
 full precision (fp32, else bf16) is the denominator of every retention.
 
-PrivLeak's formula and MUSE's published AUCs have their home in ``harness_ext.metrics.auc``; it
-is imported where they are used, because it loads scikit-learn and every ``muse-quant`` command
-line imports this module's options.
+PrivLeak's formula and MUSE's published AUCs have their home in ``harness_ext.metrics.auc``. Every
+number carries a 95% bootstrap interval when the per-document scores are known
+(:mod:`leaderboards.intervals`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC, privleak
 from harness_ext.precision_names import REFERENCE_PRECISIONS, precision_order
 from leaderboards.collect import Collection, ResultRow, collect_results
-
-#: The attack of MUSE's published AUC_retrain (Min-40%), and the board's default.
-PUBLISHED_ATTACK = "mink_40"
-
-#: Stated on every board: how methods are ordered.
-RANKING_RULE = (
-    "1. most criteria (C1-C4) passed at the method's worst precision (the one where it passes "
-    "fewest); 2. lowest worst-case forget retention (over precisions, the larger of the VerbMem_f "
-    "and KnowMem_f retentions); 3. highest worst-case utility retention. Worst cases are over "
-    "the values known; n/a sorts last; equal keys share a rank."
+from leaderboards.intervals import (
+    Interval,
+    auc_interval,
+    mean_interval,
+    retention_interval,
+    revert_interval,
 )
-
-#: (name, what it checks) of MUSE's criteria, in order.
-CRITERIA = (
-    ("C1", "no verbatim memorization: VerbMem_f <= the retrain model's at the same precision"),
-    ("C2", "no knowledge memorization: KnowMem_f <= the retrain model's at the same precision"),
-    ("C3", "no privacy leakage: |PrivLeak| <= the tolerance"),
-    ("C4", "utility kept: KnowMem_r >= the fraction x the target's at full precision"),
+from leaderboards.ranking import rank_methods
+from leaderboards.scores import (
+    PUBLISHED_ATTACK,
+    Board,
+    CellScores,
+    CorpusBoard,
+    Criteria,
+    ModelScores,
+    PrivLeakReference,
+    RobustnessOptions,
 )
-
-
-@dataclass(frozen=True)
-class RobustnessOptions:
-    """The board's tolerances and attack; defaults are MUSE's (docs/leaderboard.md)."""
-    attack: str = PUBLISHED_ATTACK
-    privleak_tolerance: float = 5.0
-    utility_fraction: float = 0.9
-    #: AUC_retrain to use when no retrain model is in the results (else MUSE's published one).
-    retrain_auc: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.privleak_tolerance >= 0:
-            raise MuseQuantError(f"PrivLeak tolerance {self.privleak_tolerance}: must be >= 0")
-        if not self.utility_fraction > 0:
-            raise MuseQuantError(f"utility fraction {self.utility_fraction}: must be > 0")
-        if self.retrain_auc is not None and not 0 < self.retrain_auc <= 1:
-            raise MuseQuantError(f"retrain AUC {self.retrain_auc}: must be in (0, 1]")
-
-
-@dataclass(frozen=True)
-class Criteria:
-    """C1-C4 at one precision: True passed, False failed, None not computable (n/a)."""
-    c1: bool | None
-    c2: bool | None
-    c3: bool | None
-    c4: bool | None
-
-    def marks(self) -> tuple[bool | None, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self))
-
-    @property
-    def passed(self) -> int:
-        return sum(mark is True for mark in self.marks())
-
-    @property
-    def computable(self) -> int:
-        return sum(mark is not None for mark in self.marks())
-
-
-@dataclass(frozen=True)
-class PrivLeakReference:
-    """The AUC_retrain that PrivLeak is measured against at one precision, and where it is from."""
-    precision: str
-    auc: float
-    #: ``retrain`` (the retrain model at this precision), ``given`` or ``published``.
-    source: str
-    description: str
-
-
-@dataclass(frozen=True)
-class CellScores:
-    """One model at one precision. Retentions are fractions (1.0 = as much as the target at
-    full precision); reverts are differences of retentions; None = n/a."""
-
-    precision: str
-    verbmem_f: float | None
-    knowmem_f: float | None
-    knowmem_r: float | None
-    auc: float | None
-    privleak: float | None
-    privleak_reference: str | None
-    retention_verbmem_f: float | None
-    retention_knowmem_f: float | None
-    forget_retention: float | None
-    revert_verbmem_f: float | None
-    revert_knowmem_f: float | None
-    utility_retention: float | None
-    criteria: Criteria
-    source: str
-
-
-@dataclass(frozen=True)
-class ModelScores:
-    """One model on one corpus across precisions, with the worst cases the ranking reads."""
-    label: str
-    role: str
-    method: str | None
-    mode: str | None
-    cells: tuple[CellScores, ...]
-    missing_precisions: tuple[str, ...]
-    worst_precision: str
-    criteria_passed: int
-    criteria_computable: int
-    worst_forget_retention: float | None
-    worst_utility_retention: float | None
-    #: 1 = best; None for the reference models (target, retrain), which are not ranked.
-    rank: int | None = None
-
-
-@dataclass(frozen=True)
-class CorpusBoard:
-    """Everything a board shows for one corpus: P, references, ranked methods, notes."""
-    corpus: str
-    data: str | None
-    precisions: tuple[str, ...]
-    full_precision: str
-    target: str
-    retrain: str | None
-    privleak_references: tuple[PrivLeakReference, ...]
-    methods: tuple[ModelScores, ...]
-    references: tuple[ModelScores, ...]
-    notes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Board:
-    """A whole leaderboard: options, one :class:`CorpusBoard` per corpus, files read, warnings."""
-    options: RobustnessOptions
-    corpora: tuple[CorpusBoard, ...]
-    sources: tuple[str, ...]
-    warnings: tuple[str, ...]
+from leaderboards.verdicts import judge, model_verdict
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -172,11 +59,6 @@ def _at_most(value: float | None, bound: float | None) -> bool | None:
 def _largest(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
-
-
-def _smallest(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return min(known) if known else None
 
 
 def _retentions(row: ResultRow, target_full: ResultRow) -> tuple[float | None, float | None]:
@@ -226,16 +108,77 @@ def score_cell(
             c4=_at_most(utility_floor, row.knowmem_r),
         ),
         source=row.source,
+        intervals=cell_intervals(row, target_full, own_full, reference, options.attack),
     )
 
 
+def _doc_scores(row: ResultRow | None, task: str, name: str) -> tuple[tuple[int, ...], tuple]:
+    """(document ids, scores) of one task of a row; empty when unknown."""
+    scores = (row.doc_scores or {}).get(task) if row is not None else None
+    if scores is None or name not in scores.scores:
+        return (), ()
+    return scores.doc_ids, scores.scores[name]
+
+
+def cell_intervals(
+    row: ResultRow,
+    target_full: ResultRow,
+    own_full: ResultRow | None,
+    reference: PrivLeakReference | None,
+    attack: str,
+) -> dict[str, Interval]:
+    """Every interval of one cell that its per-document scores allow; the paired ones need
+    the same documents in every row they compare."""
+    found: dict[str, Interval | None] = {}
+    for metric in ("verbmem_f", "knowmem_f", "knowmem_r"):
+        ids, own = _doc_scores(row, metric, metric)
+        if not own:
+            continue
+        found[metric] = mean_interval(own)
+        target_ids, target = _doc_scores(target_full, metric, metric)
+        if target_ids != ids:
+            continue
+        name = "utility_retention" if metric == "knowmem_r" else f"retention_{metric}"
+        found[name] = retention_interval(own, target)
+        full_ids, full = _doc_scores(own_full, metric, metric)
+        if metric != "knowmem_r" and full_ids == ids:
+            found[f"revert_{metric}"] = revert_interval(own, full, target)
+    task = (row.doc_scores or {}).get("privleak")
+    if task is not None and task.sets is not None and attack in task.scores:
+        scores = task.scores[attack]
+        forget = [s for s, kind in zip(scores, task.sets, strict=True) if kind == "forget"]
+        holdout = [s for s, kind in zip(scores, task.sets, strict=True) if kind == "holdout"]
+        auc = auc_interval(forget, holdout)
+        found["auc"] = auc
+        if auc is not None and reference is not None:
+            found["privleak"] = (privleak(auc[0], reference.auc), privleak(auc[1], reference.auc))
+    return {name: interval for name, interval in found.items() if interval is not None}
+
+
 def summarize(
-    label: str, rows: Sequence[ResultRow], cells: Sequence[CellScores], precisions: Sequence[str]
+    label: str,
+    rows: Sequence[ResultRow],
+    cells: Sequence[CellScores],
+    precisions: Sequence[str],
+    full_precision: str,
 ) -> ModelScores:
-    """A model's worst precision (fewest criteria passed, first in P's order on ties) and its
-    worst-case forget and utility retention over the precisions it was evaluated at."""
+    """A model's worst precision (fewest criteria passed, first in P's order on ties), its
+    worst-case forget and utility retention over the precisions it was evaluated at, and its
+    worst revert over the quantized ones, each with its interval."""
     worst = min(cells, key=lambda c: c.criteria.passed)
     own = {cell.precision for cell in cells}
+    reverts = [
+        (getattr(c, f"revert_{m}"), c.precision, c.interval(f"revert_{m}"))
+        for c in cells
+        if c.precision != full_precision
+        for m in ("verbmem_f", "knowmem_f")
+        if getattr(c, f"revert_{m}") is not None
+    ]
+    revert = max(reverts, key=lambda r: r[0]) if reverts else (None, None, None)
+    utilities = [(c.utility_retention, c.interval("utility_retention")) for c in cells]
+    utility = min(
+        ((u, i) for u, i in utilities if u is not None), key=lambda u: u[0], default=(None, None)
+    )
     return ModelScores(
         label=label,
         role=rows[0].role or "method",
@@ -247,26 +190,19 @@ def summarize(
         criteria_passed=worst.criteria.passed,
         criteria_computable=worst.criteria.computable,
         worst_forget_retention=_largest([c.forget_retention for c in cells]),
-        worst_utility_retention=_smallest([c.utility_retention for c in cells]),
+        worst_utility_retention=utility[0],
+        worst_revert=revert[0],
+        worst_revert_precision=revert[1],
+        worst_revert_interval=revert[2],
+        worst_utility_interval=utility[1],
     )
 
 
-def ranking_key(scores: ModelScores) -> tuple[float, float, float]:
-    """The default lexicographic key (:data:`RANKING_RULE`); smaller is better."""
-    forget = scores.worst_forget_retention
-    utility = scores.worst_utility_retention
-    return (
-        -scores.criteria_passed,
-        math.inf if forget is None else forget,
-        math.inf if utility is None else -utility,
-    )
-
-
-def rank_methods(methods: Sequence[ModelScores]) -> tuple[ModelScores, ...]:
-    """Methods best first, each with its rank; equal keys share the rank (1, 1, 3)."""
-    ordered = sorted(methods, key=lambda m: (ranking_key(m), m.label))
-    keys = [ranking_key(m) for m in ordered]
-    return tuple(replace(m, rank=1 + keys.index(key)) for m, key in zip(ordered, keys, strict=True))
+def _with_verdict(
+    model: ModelScores, retrain: ModelScores | None, full_precision: str, tolerance: float
+) -> ModelScores:
+    status, text = model_verdict(judge(model, retrain, full_precision, tolerance))
+    return replace(model, verdict=status, verdict_text=text)
 
 
 def _single_label(rows: Sequence[ResultRow], role: str, corpus: str) -> str | None:
@@ -381,12 +317,16 @@ def score_corpus(corpus: str, rows: Sequence[ResultRow], options: RobustnessOpti
             )
             for row in label_rows
         ]
-        scores = summarize(label, label_rows, cells, precisions)
+        scores = summarize(label, label_rows, cells, precisions, full)
         (methods if scores.role == "method" else reference_models).append(scores)
         if scores.role == "method" and scores.missing_precisions:
             notes.append(f"{label} has no results at {', '.join(scores.missing_precisions)}")
     if not methods:
         notes.append("no unlearned models (role method) in the results: nothing to rank")
+    retrain_scores = next((m for m in reference_models if m.role == "retrain"), None)
+    methods = [
+        _with_verdict(m, retrain_scores, full, options.revert_tolerance) for m in methods
+    ]
     return CorpusBoard(
         corpus=corpus,
         data=target_full.data,

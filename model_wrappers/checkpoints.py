@@ -25,6 +25,8 @@ from harness_ext.errors import MuseQuantError, first_line
 from harness_ext.files import file_hashes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+#: What ``muse-quant unlearn`` writes beside an adapter: the run, with its base's weight hashes.
+RECORDED_BASE = "unlearn.json"
 #: Files a hub snapshot needs (pickled weights only when allowed).
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"]
 ADAPTER_KEY = re.compile(
@@ -112,6 +114,50 @@ class Adapter:
             raise MuseQuantError(f"adapter={name}: no adapter_config.json in {folder}")
         weights = weight_files(folder, "adapter_model", allow_pickle, f"adapter={name}")
         return cls(folder, file_hashes(folder, [config, *weights]), tuple(weights))
+
+    def check_base(self, base: Checkpoint, allow_other: bool) -> str:
+        """Refuse a base other than the one this adapter was trained on; return how the base
+        was checked (recorded in the provenance).
+
+        Exact when the folder holds muse-quant's ``unlearn.json`` (the base's weight hashes);
+        else by the base peft recorded in ``adapter_config.json`` (a folder or a hub id).
+        ``allow_other`` (``allow_other_base=true``) runs a mismatch anyway and says so.
+        """
+        recorded = self._recorded_base()
+        if recorded is None:
+            return "not checked: the adapter records no base"
+        kind, value = recorded
+        if kind == "sha256":
+            given = {k: v for k, v in base.files.items() if k.endswith(".safetensors")}
+            same, named = given == value, f"weights {self.folder / RECORDED_BASE} records"
+        else:
+            local = Path(value).expanduser()
+            same = value == base.label or (local.is_dir() and local.resolve() == base.folder)
+            named = f"base_model_name_or_path {value}"
+        if same:
+            return f"matches the {kind} the adapter records"
+        if allow_other:
+            return f"OVERRIDDEN (allow_other_base=true): the adapter records {named}"
+        raise MuseQuantError(
+            f"adapter {self.folder} was trained on another base than pretrained={base.label} "
+            f"(its {named}); pass that base, or allow_other_base=true to run it anyway"
+        )
+
+    def _recorded_base(self) -> tuple[str, Any] | None:
+        """("sha256", the base's weight hashes) or ("name", peft's base name), or None."""
+        try:
+            run = json.loads((self.folder / RECORDED_BASE).read_text(encoding="utf-8"))
+            hashes = run["target"]["sha256"]
+            if isinstance(hashes, dict) and hashes:
+                return "sha256", hashes
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        try:
+            config = json.loads((self.folder / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        name = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+        return ("name", name) if isinstance(name, str) and name else None
 
     def check_fits(self, model: nn.Module, base: str) -> None:
         """Every LoRA matrix names a module of ``model`` with matching in/out widths."""

@@ -36,6 +36,7 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     calibration: list[str] | str | None = None,
     device: str = "cpu",
+    allow_other_base: bool = False,
     **precision_options: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """The model ready for evaluation (a ``PreTrainedModel``; a ``PeftModelForCausalLM`` when
@@ -64,6 +65,7 @@ def load_causal_lm(
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         device=device,
+        allow_other_base=allow_other_base,
     )
     if not resolved:
         spec = with_calibration(spec, calibration, opened.weights.folder)
@@ -77,6 +79,7 @@ def load_causal_lm(
         weights=weights.files,
         adapter=adapter,
         adapter_files=lora.files if lora else None,
+        adapter_base=opened.base_check,
         merge=merge,
         precision=spec.describe(),
         library=library,
@@ -104,6 +107,8 @@ class OpenedCheckpoint:
     weights: Checkpoint
     adapter: Adapter | None
     source: Checkpoint
+    #: How the adapter's base was checked (None without an adapter).
+    base_check: str | None = None
 
 
 def open_checkpoint(
@@ -114,17 +119,21 @@ def open_checkpoint(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     device: str = "cpu",
+    allow_other_base: bool = False,
 ) -> OpenedCheckpoint:
-    """Check and hash a checkpoint (and adapter); inside :func:`reusing_checkpoints`, once."""
+    """Check and hash a checkpoint (and adapter, against the base it records); inside
+    :func:`reusing_checkpoints`, once."""
     key = (pretrained, adapter, bool(merge), allow_pickle, trust_remote_code, device)
+    key += (allow_other_base,)
     cache = _CHECKPOINT_CACHE.get()
     if cache is not None and key in cache:
         opened = cache[key]
     else:
         weights = Checkpoint.open(pretrained, allow_pickle, trust_remote_code, device)
         lora = Adapter.open(adapter, allow_pickle) if adapter else None
+        base_check = lora.check_base(weights, allow_other_base) if lora else None
         source = replace(weights, adapter=lora) if lora is not None and merge else weights
-        opened = OpenedCheckpoint(weights, lora, source)
+        opened = OpenedCheckpoint(weights, lora, source, base_check)
     if cache is not None:
         for other in cache.values():
             if other.source is not opened.source:

@@ -13,7 +13,8 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
   context, or a generation prompt that leaves no room for its new tokens, is an error by default.
   ``context_overflow=truncate`` instead scores a PrivLeak text's first ``max_length`` tokens and
   lets lm-eval left-truncate generation prompts.
-- Loading goes through :func:`model_wrappers.loading.load_causal_lm`: ``adapter=`` (peft),
+- Loading goes through :func:`model_wrappers.loading.load_causal_lm`: ``adapter=`` (peft; refused
+  on a base other than the one it records, unless ``allow_other_base=true``),
   ``merge=true|false``, ``precision=`` (fp32, bf16, fp16, int8, nf4, fp4, gptq-w{b}g{g},
   rtn-w{b}g{g}) and its options, ``emulated=``, ``allow_pickle=``, ``calibration=``
   (docs/precisions.md); from Python, ``precision=`` may be a resolved
@@ -28,8 +29,9 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,14 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import normalize_gen_kwargs
 from tqdm.auto import tqdm
 
-from harness_ext.errors import MuseQuantError
+from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.metrics.mia import TokenStats
 from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import Precision, all_precision_options
+
+log = logging.getLogger(__name__)
 
 #: Values of the ``context_overflow`` model argument.
 CONTEXT_POLICIES = ("error", "truncate")
@@ -94,6 +98,28 @@ def _local_path(path: Any) -> Any:
     return path
 
 
+def check_arguments(kwargs: Mapping[str, Any]) -> None:
+    """Refuse a model argument nobody reads, before anything loads: HFLM passes unknown ones to
+    ``from_pretrained`` or drops them, so ``precison=nf4`` would evaluate fp32 without a word."""
+    known = _known_arguments()
+    unknown = sorted(k for k in kwargs if k not in known)
+    if unknown:
+        raise MuseQuantError(
+            f"--model_args: unknown argument {unknown[0]}{did_you_mean(unknown[0], known)}; "
+            "the muse model takes lm-eval's hf arguments, adapter, merge, allow_other_base, "
+            "precision and its options, emulated, allow_pickle, calibration, context_overflow "
+            "(docs/precisions.md)"
+        )
+
+
+def _known_arguments() -> set[str]:
+    """Every argument name the muse model reads: its own, lm-eval's HFLM's, the precisions'."""
+    names = {*inspect.signature(MuseLM.__init__).parameters}
+    names |= {*inspect.signature(HFLM.__init__).parameters}
+    names -= {"self", "kwargs"}
+    return names | all_precision_options() | set(LM_EVAL_LOADING)
+
+
 @register_model("muse")
 class MuseLM(HFLM):
     """lm-eval's HFLM with float32 per-token statistics for PrivLeak and a strict context policy."""
@@ -109,8 +135,10 @@ class MuseLM(HFLM):
         emulated: bool = False,
         allow_pickle: bool = False,
         calibration: str | None = None,
+        allow_other_base: bool = False,
         **kwargs: Any,
     ) -> None:
+        check_arguments(kwargs)
         if context_overflow not in CONTEXT_POLICIES:
             raise MuseQuantError(
                 f"context_overflow={context_overflow}: choose one of {', '.join(CONTEXT_POLICIES)}"
@@ -149,6 +177,7 @@ class MuseLM(HFLM):
                 trust_remote_code=bool(kwargs.get("trust_remote_code", False)),
                 calibration=calibration,
                 device=device,
+                allow_other_base=bool(allow_other_base),
                 **options,
             )
             kwargs.setdefault("tokenizer", pretrained)
@@ -157,12 +186,31 @@ class MuseLM(HFLM):
         else:
             super().__init__(pretrained, dtype=dtype, **kwargs)
         self.context_overflow = context_overflow
+        #: Per task, the tokens cut from each truncated document since the last report.
+        self.truncated: dict[str | None, list[int]] = {}
 
     def get_model_info(self) -> dict[str, Any]:
-        """lm-eval's model info (it goes into the results file's ``config``) plus provenance."""
+        """lm-eval's model info (it goes into the results file's ``config``) plus provenance and
+        the truncation report; lm-eval asks once per evaluation, after it, so the counts are
+        reported (on the console too) and start again."""
         info = super().get_model_info()
         if self.provenance is not None:
             info["muse_provenance"] = self.provenance
+        info["muse_truncation"] = {
+            "policy": self.context_overflow,
+            "tasks": {
+                str(task): {"documents": len(cuts), "max_tokens_cut": max(cuts)}
+                for task, cuts in sorted(self.truncated.items(), key=lambda t: str(t[0]))
+            },
+        }
+        for task, report in info["muse_truncation"]["tasks"].items():
+            log.warning(
+                "%s: %d document(s) truncated to the model's context (up to %d tokens cut)",
+                task,
+                report["documents"],
+                report["max_tokens_cut"],
+            )
+        self.truncated = {}
         return info
 
     # ------------------------------------------------------------------ lm-eval request types
@@ -182,40 +230,72 @@ class MuseLM(HFLM):
                 out[i] = value
         texts = [requests[i].args[0] for i in wanted]
         labels = [describe(r.task_name, r.doc_id, r.doc) for r in (requests[i] for i in wanted)]
-        for i, stats in zip(wanted, self.token_stats(texts, labels, disable_tqdm), strict=True):
-            out[i] = ScoredText(stats)
+        tasks = [requests[i].task_name for i in wanted]
+        stats = self.token_stats(texts, labels, disable_tqdm, tasks)
+        for i, scored in zip(wanted, stats, strict=True):
+            out[i] = ScoredText(scored)
         return out
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """lm-eval's batched greedy generation, after the context-length check."""
-        if self.context_overflow == "error":
-            for req in requests:
-                context, gen_kwargs = req.args[0], req.args[1]
-                new = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)["max_gen_toks"]
-                n = len(self.tok_encode(context))
-                if n + new > self.max_length:
-                    raise MuseQuantError(
-                        f"{describe(req.task_name, req.doc_id, req.doc)}: prompt of {n} tokens "
-                        f"+ {new} new tokens exceeds the model's context of {self.max_length}; "
-                        "MUSE does not truncate: use a longer-context model or pass "
-                        "--model_args context_overflow=truncate to keep the prompt's end"
-                    )
+        """lm-eval's batched greedy generation, after the context-length check: every prompt
+        that leaves no room for its new tokens is counted (the error names how many, and the
+        longest; ``truncate`` records how much lm-eval cut from each)."""
+        overflows = []
+        for req in requests:
+            context, gen_kwargs = req.args[0], req.args[1]
+            new = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)["max_gen_toks"]
+            n = len(self.tok_encode(context))
+            if n + new > self.max_length:
+                overflows.append((n + new - self.max_length, n, new, req))
+        if overflows and self.context_overflow == "error":
+            cut, n, new, req = max(overflows, key=lambda o: o[0])
+            raise MuseQuantError(
+                f"{len(overflows)} of {len(requests)} prompts leave no room to generate; the "
+                f"longest, {describe(req.task_name, req.doc_id, req.doc)}: {n} tokens + {new} "
+                f"new tokens exceed the model's context of {self.max_length}; MUSE does not "
+                "truncate: "
+                "use a longer-context model or pass --model_args context_overflow=truncate to "
+                "keep the prompt's end"
+            )
+        for cut, _, _, req in overflows:
+            self.truncated.setdefault(req.task_name, []).append(cut)
         return super().generate_until(requests, disable_tqdm)
 
     # ------------------------------------------------------------------ the per-token path
 
     def token_stats(
-        self, texts: list[str], labels: list[str] | None = None, disable_tqdm: bool = False
+        self,
+        texts: list[str],
+        labels: list[str] | None = None,
+        disable_tqdm: bool = False,
+        tasks: list[str | None] | None = None,
     ) -> list[TokenStats]:
         """Token statistics of each text (with BOS) and of its lowercase, in batched passes.
 
-        ``labels`` name the texts in error messages (default: their position).
+        ``labels`` name the texts in error messages (default: their position); ``tasks`` name
+        the task each text's truncation is counted under.
         """
         labels = labels or [f"text {i}" for i in range(len(texts))]
-        encoded = [self._encode_scored(t, label) for t, label in zip(texts, labels, strict=True)]
+        tasks = tasks or [None] * len(texts)
+        ids = [self.tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
+        lower = [self.tokenizer(t.lower(), add_special_tokens=True)["input_ids"] for t in texts]
+        overflows = [(len(x), label) for x, label in zip(ids, labels, strict=True)]
+        overflows = [(n, label) for n, label in overflows if n > self.max_length]
+        if overflows and self.context_overflow == "error":
+            n, label = max(overflows)
+            raise MuseQuantError(
+                f"{len(overflows)} of {len(texts)} texts are longer than the model's context of "
+                f"{self.max_length} tokens; the longest, {label}: {n} tokens with BOS; MUSE "
+                "does not truncate: shorten the texts, use a longer-context model, or pass "
+                f"--model_args context_overflow=truncate to score each text's first "
+                f"{self.max_length} tokens"
+            )
+        for x, task in zip(ids, tasks, strict=True):
+            if len(x) > self.max_length:
+                self.truncated.setdefault(task, []).append(len(x) - self.max_length)
+        encoded = [self._scored(x, label) for x, label in zip(ids, labels, strict=True)]
         lowered = [
-            self._encode_scored(t.lower(), f"{label} (lowercased)")
-            for t, label in zip(texts, labels, strict=True)
+            self._scored(x, f"{label} (lowercased)") for x, label in zip(lower, labels, strict=True)
         ]
         # One job per sequence: (ids, whether Min-K%++ moments are needed).
         jobs = [(ids, True) for ids in encoded] + [(ids, False) for ids in lowered]
@@ -232,18 +312,10 @@ class MuseLM(HFLM):
             for i in range(n)
         ]
 
-    def _encode_scored(self, text: str, label: str) -> list[int]:
-        """Token ids as MUSE scores a text (special tokens included), under the context policy."""
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        if len(ids) > self.max_length:
-            if self.context_overflow == "error":
-                raise MuseQuantError(
-                    f"{label}: {len(ids)} tokens with BOS, more than the model's context of "
-                    f"{self.max_length}; MUSE does not truncate: shorten the text, use a "
-                    "longer-context model, or pass --model_args context_overflow=truncate "
-                    f"to score its first {self.max_length} tokens"
-                )
-            ids = ids[: self.max_length]
+    def _scored(self, ids: list[int], label: str) -> list[int]:
+        """Token ids as MUSE scores a text (special tokens included), cut to the context (the
+        overflow policy was applied by the caller)."""
+        ids = ids[: self.max_length]
         if len(ids) < 2:
             raise MuseQuantError(f"{label}: no token to score after BOS; remove the empty text")
         return ids

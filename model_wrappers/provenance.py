@@ -75,6 +75,7 @@ def provenance_record(
     weights: dict[str, str],
     adapter: str | None,
     adapter_files: dict[str, str] | None,
+    adapter_base: str | None,
     merge: bool,
     precision: dict[str, Any],
     library: dict[str, Any],
@@ -90,6 +91,7 @@ def provenance_record(
         else {
             "path": adapter,
             "files_sha256": adapter_files,
+            "base": adapter_base,
             "merged": merge,
             "procedure": MERGE_PROCEDURES[merge],
         },

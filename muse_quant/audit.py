@@ -9,14 +9,14 @@ files back and writes ``report.md`` and ``report.json``. The exit status is the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.precision_names import REFERENCE_PRECISIONS
 from leaderboards.audit import Audit, AuditOptions, audit_results
 from leaderboards.write import check_report_folder, write_report
-from muse_quant.sweep import run_sweep
+from muse_quant.sweep import recorded_method, run_sweep
 from muse_quant.sweep.plan import LABEL, plan_from_dict
 
 #: The labels the references' results files carry (the audited model's is ``--label``).
@@ -102,17 +102,25 @@ def check_precisions(precisions: tuple[str, ...]) -> None:
 
 def run_audit(request: AuditRequest, *, progress: bool = True) -> Audit:
     """Check the request, run the cells not already in the results folder, audit them and write
-    the report. Bad input raises :class:`MuseQuantError` before anything is written."""
-
+    the report. Bad input raises :class:`MuseQuantError` before anything is written; a cell of
+    another run in the results folder is reused when it is the same computation and never
+    overwritten."""
     options = AuditOptions(revert_tolerance=request.revert_tolerance)
     check_precisions(request.precisions)
-    if not LABEL.fullmatch(request.model_label):
+    label = request.model_label
+    if not LABEL.fullmatch(label):
         raise MuseQuantError(
-            f"label {request.model_label!r} (letters, digits and . _ + - only): pass --label NAME"
+            f"label {label!r} (letters, digits and . _ + - only): pass --label NAME"
+        )
+    if label in (TARGET_LABEL, RETRAIN_LABEL):
+        raise MuseQuantError(
+            f"label {label!r} is the {label} reference's; name the audited model with --label NAME"
         )
     check_report_folder(request.out)
+    if request.method is None:  # the method a sweep recorded for this label, so its cells match
+        request = replace(request, method=recorded_method(request.results_dir, label))
     plan = plan_from_dict(request.plan_data(), Path.cwd())
-    run_sweep(plan, request.results_dir, progress=progress)
+    run_sweep(plan, request.results_dir, progress=progress, replace_others=False)
     audit = audit_results(
         request.results_dir,
         request.model_label,

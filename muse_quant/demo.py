@@ -18,11 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
-from leaderboards.audit import REPORT_MARKDOWN, PrecisionVerdict, audit_results
+from leaderboards.audit import REPORT_MARKDOWN, audit_results
 from leaderboards.collect import Collection, collect_results
 from leaderboards.render.board_files import render_all
 from leaderboards.render.console import format_summary
 from leaderboards.robustness import Board, compute_board
+from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, model_verdict
 from leaderboards.write import check_report_folder, is_board_folder, write_folder
 from model_wrappers.precisions import resolve_precision
 from model_wrappers.precisions.gptq import GPTQ, GPTQ_INSTALL
@@ -211,45 +212,39 @@ def _board(results: Path, paths: Sequence[Path]) -> Board:
     return compute_board(Collection(rows, tuple(sorted(ours)), collection.warnings))
 
 
-#: The headline's groups, in the order it prints them (``{full}``: the full precision).
+#: The headline's groups by the board's verdict (:func:`leaderboards.verdicts.model_verdict`),
+#: in the order it prints them (``{full}``: the full precision).
+GROUPS = {
+    "reverts": "revert after quantization",
+    "inconclusive": "cannot tell yet: an interval straddles the revert tolerance",
+    "holds": "forget at {full} and hold at every quantized precision",
+    NEVER_FORGOT: "did not forget at {full} (nothing for quantization to give back)",
+    LOST_UTILITY: "lost their utility at {full} (nothing worth keeping)",
+    "n/a": "cannot tell: a number the rule needs is n/a",
+}
 REVERTS, HOLDS, NO_FORGETTING, UNKNOWN = (
-    "revert after quantization",
-    "forget at {full} and hold at every quantized precision",
-    "hold, but did not forget at {full} (nothing for quantization to give back)",
-    "cannot tell",
-)
+    GROUPS["reverts"], GROUPS["holds"], GROUPS[NEVER_FORGOT], GROUPS["n/a"]
+)  # fmt: skip
 
 
 def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) -> str:
-    """Every run's verdicts, grouped so that a reader sees at a glance which revert and which
-    hold. The verdicts are the audit's (:func:`leaderboards.audit.audit_results`, from the
-    results files alone): one rule for the headline, the reports and ``muse-quant audit``."""
-
-    groups: dict[str, list[list[str]]] = {REVERTS: [], HOLDS: [], NO_FORGETTING: [], UNKNOWN: []}
+    """Every run's verdict, grouped so that a reader sees at a glance which revert and which
+    hold: the audit's verdicts (:func:`leaderboards.audit.audit_results`, from the results
+    files alone), grouped by the board's rule; one rule for the headline, the board, the
+    reports and ``muse-quant audit``."""
+    groups: dict[str, list[list[str]]] = {group: [] for group in GROUPS}
     for label in labels:
         audit = audit_results(results, label, corpus=CORPUS, precisions=precisions)
-        group, texts = _group(audit.verdicts)
+        group, _ = model_verdict(audit.verdicts)
+        texts = [] if group == "holds" else [v.text for v in audit.verdicts if not v.passed]
         model = f"    {label} ({audit.model.method}, {audit.model.mode})"
         groups[group].append([model, *(f"      {text}" for text in texts)])
     full, *quantized = audit.verdicts
     lines = [f"{CORPUS}: each run at {', '.join(v.precision for v in quantized)}, compared with "
-             f"itself at {full.precision} (the audit's rule, docs/audit.md)"]  # fmt: skip
+             f"itself at {full.precision} (the rule: docs/audit.md)"]  # fmt: skip
     for group, entries in groups.items():
         if entries:
-            header = group.format(full=full.precision)
+            header = GROUPS[group].format(full=full.precision)
             lines.append(f"  {header}: {len(entries)} of {len(labels)}")
             lines += [line for entry in entries for line in entry]
     return "\n".join(lines)
-
-
-def _group(verdicts: Sequence[PrecisionVerdict]) -> tuple[str, list[str]]:
-    """A run's headline group and the verdict sentences that put it there; a run that reverts
-    but never forgot at full precision says that too."""
-    full, *quantized = verdicts
-    reverts = [v.text for v in quantized if v.status == "reverts"]
-    if reverts:
-        return REVERTS, reverts + ([] if full.passed else [full.text])
-    unknown = [v.text for v in verdicts if v.status == "n/a"]
-    if unknown:
-        return UNKNOWN, unknown
-    return (HOLDS, []) if full.passed else (NO_FORGETTING, [full.text])

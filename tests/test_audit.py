@@ -17,7 +17,8 @@ import pytest
 from test_leaderboard import results, write
 
 from harness_ext.errors import MuseQuantError
-from leaderboards.audit import PASSING, Audit, AuditOptions, audit_results
+from leaderboards.audit import Audit, AuditOptions, audit_results
+from leaderboards.verdicts import PASSING
 from leaderboards.write import check_report_folder, write_report
 from muse_quant.cli import main
 

@@ -107,12 +107,7 @@ def test_headline_groups_every_zoo_run(demo: tuple[Path, str], zoo_labels: list[
         else:
             texts[label].append(line.strip())
     assert sorted(sum(groups.values(), [])) == sorted(zoo_labels)
-    assert set(groups) <= {
-        demo_module.REVERTS,
-        demo_module.HOLDS.format(full="fp32"),
-        demo_module.NO_FORGETTING.format(full="fp32"),
-        demo_module.UNKNOWN,
-    }
+    assert set(groups) <= {group.format(full="fp32") for group in demo_module.GROUPS.values()}
     for label in groups.get(demo_module.REVERTS, []):
         assert any(text.startswith("reverts at nf4: ") for text in texts[label])
     for label in groups.get(demo_module.HOLDS.format(full="fp32"), []):

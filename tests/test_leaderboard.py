@@ -216,10 +216,13 @@ def test_tolerances_are_options(world_dir: Path) -> None:
 
 def test_ranking_is_lexicographic_and_ties_share_a_rank(world_dir: Path) -> None:
     methods = build_board(world_dir).corpora[0].methods
-    # steady: 4 criteria; tie_*: 3, ordered by forget retention (12/80 last) then utility;
-    # tie_b and tie_d have equal keys; reverts: 1 criterion at nf4
-    assert [(m.rank, m.label) for m in methods] == [
-        (1, "steady"), (2, "tie_b"), (2, "tie_d"), (4, "tie_a"), (5, "tie_c"), (6, "reverts"),
+    # steady and reverts forget at fp32 with their utility: ranked first, by worst revert
+    # (steady +0.02, reverts +0.62); tie_* lost utility at fp32 (C4): below them whatever their
+    # reverts (all 0), then 3 criteria each, then worst utility (tie_c 0.88, tie_b = tie_d
+    # 0.84, tie_a 0.80); without per-document scores only equal values tie.
+    assert [(m.rank, m.label, m.verdict) for m in methods] == [
+        (1, "steady", "holds"), (2, "reverts", "reverts"), (3, "tie_c", "lost utility"),
+        (4, "tie_b", "lost utility"), (4, "tie_d", "lost utility"), (6, "tie_a", "lost utility"),
     ]  # fmt: skip
 
 
@@ -276,7 +279,8 @@ def test_each_corpus_is_its_own_board(world_dir: Path) -> None:
     assert books.retrain is None and news.retrain == "retrain"
     # C1, C2 n/a; |PrivLeak| = 16.6 > 5 fails C3; 55 >= 0.9 x 60 passes C4
     assert method.cells[0].criteria.marks() == (None, None, False, True)
-    assert "| 1 | ga | GA+GDR | full | fp32 | 1/2 | 33.3% | 91.7% |" in render_markdown(board)
+    # no retrain: C1/C2 n/a, so the verdict is n/a; no quantized precision: no revert
+    assert "| 1 | ga | GA+GDR | full | n/a | n/a |  | 1/2 | 91.7% |" in render_markdown(board)
 
 
 def test_precision_names() -> None:
@@ -412,7 +416,7 @@ def test_cli_writes_every_file_and_prints_a_summary(
     ]  # fmt: skip
     assert f"leaderboard written to {out}" in stdout
     ranking = [line.split()[:2] for line in stdout.splitlines() if re.match(r"\s+\d+\s", line)]
-    assert ranking[0] == ["1", "steady"] and ranking[-1] == ["6", "reverts"]
+    assert ranking[0] == ["1", "steady"] and ranking[-1] == ["6", "tie_a"]
     card = yaml.safe_load((out / "model-index" / "reverts.yaml").read_text())
     (result,) = card["model-index"][0]["results"]
     values = {(m["type"], m["args"]["precision"]): m["value"] for m in result["metrics"]}
@@ -430,7 +434,7 @@ def test_json_round_trip_matches_the_board_and_the_csv(world_dir: Path) -> None:
     assert document["schema_version"] == 1 and document["generator"] == "muse-quant leaderboard"
     assert document["options"] == {
         "attack": "mink_40", "privleak_tolerance": 5.0, "utility_fraction": 0.9,
-        "retrain_auc": None,
+        "retrain_auc": None, "revert_tolerance": 0.1,
     }  # fmt: skip
     (news,) = document["corpora"]
     first = news["methods"][0]
@@ -550,7 +554,8 @@ def test_page_renders_sorts_and_shows_hostile_labels_as_text(tmp_path: Path) -> 
         pytest.skip(reason)
     sync_api = pytest.importorskip("playwright.sync_api")
     world = dict(WORLD)
-    # 3 criteria (utility 43 < 45), forget retention 7/60 below tie_b's 10/80: second place
+    # lost utility at fp32 (43 < 0.9 x 50): below the two that kept it, then by worst utility
+    # (tie_c 0.88, this one 0.86, tie_b = tie_d 0.84, tie_a 0.80)
     world[HOSTILE] = ("method", {"fp32": (9, 7, 43, 0.5), "nf4": (9, 7, 43, 0.52)})
     out = tmp_path / "board"
     write_folder(out, render_all(build_board(write_world(tmp_path / "results", world))))
@@ -567,10 +572,16 @@ def test_page_renders_sorts_and_shows_hostile_labels_as_text(tmp_path: Path) -> 
             ranking = page.locator("table.sortable").first
             labels = ranking.locator("tbody tr td:nth-child(2)")
             assert labels.all_inner_texts() == [
-                "steady", HOSTILE, "tie_b", "tie_d", "tie_a", "tie_c", "reverts",
+                "steady", "reverts", "tie_c", HOSTILE, "tie_b", "tie_d", "tie_a",
             ]  # fmt: skip
+            # Every table fits a 1400 px window: no horizontal scrolling.
+            widths = page.evaluate(
+                "() => [...document.querySelectorAll('div.scroll')]"
+                ".map(d => [d.scrollWidth, d.clientWidth])"
+            )
+            assert widths and all(scroll <= client for scroll, client in widths), widths
             ranking.locator("th", has_text="Worst utility retention").click()
-            utility = ranking.locator("tbody tr td:nth-child(8)").all_inner_texts()
+            utility = ranking.locator("tbody tr td:nth-child(9)").all_inner_texts()
             assert utility == sorted(utility, key=lambda t: float(t.rstrip("%")))
             assert utility[0] == "80.0%" and labels.all_inner_texts()[0] == "tie_a"
             ranking.locator("th", has_text="Worst utility retention").click()

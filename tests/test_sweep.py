@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,8 +49,8 @@ CELLS = [
     ("retrain", "news", "fp32"),
     ("retrain", "news", "nf4"),
 ]
-#: The uninterrupted sweep also reads the same data as "books": one model and precision serves
-#: both corpora (model first, then precision, then corpus).
+#: The uninterrupted sweep also reads a copy of the data as "books": one model and precision
+#: serves both corpora (model first, then precision, then corpus).
 SWEPT = [
     (label, corpus, precision) for label, _, precision in CELLS for corpus in ("news", "books")
 ]
@@ -57,10 +58,14 @@ SWEPT = [
 SAME_AS_FRESH = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
 
 
-def plan_data(world: Path, corpora: tuple[str, ...] = ("news",), **options: object) -> dict:
+def plan_data(
+    world: Path, corpora: tuple[str, ...] = ("news",), books: Path | None = None, **options: object
+) -> dict:
+    """A plan over the world's data; a second corpus needs a folder of its own (``books``)."""
+    folders = {"news": world / "data", "books": books}
     return {
         "results": "results",
-        "corpora": {corpus: str(world / "data") for corpus in corpora},
+        "corpora": {corpus: str(folders[corpus]) for corpus in corpora},
         "precisions": ["fp32", "nf4"],
         "options": {"device": "cpu", "batch_size": 64, "bootstrap_iters": 0, "emulated": True}
         | options,
@@ -104,9 +109,15 @@ def counting(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def swept(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def books(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the world's data, read as the books corpus (a folder is one corpus)."""
+    return Path(shutil.copytree(tiny_world / "data", tmp_path_factory.mktemp("books") / "data"))
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_world: Path, books: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted in-process sweep; returns its results folder."""
-    data = plan_data(tiny_world, ("news", "books"))
+    data = plan_data(tiny_world, ("news", "books"), books)
     plan = load_plan(write_plan(tmp_path_factory.mktemp("sweep"), data))
     assert plan.results is not None
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -212,11 +223,11 @@ def test_dry_run_lists_cells_and_what_is_finished(
 
 
 def test_plan_built_in_code_with_per_model_precisions_and_corpora(
-    tiny_world: Path, tmp_path: Path
+    tiny_world: Path, books: Path, tmp_path: Path
 ) -> None:
     models = tiny_world / "models"
     plan = Plan(
-        corpora={"news": str(tiny_world / "data"), "books": str(tiny_world / "data")},
+        corpora={"news": str(tiny_world / "data"), "books": str(books)},
         precisions=(PrecisionSpec("fp32"), PrecisionSpec("fp4", emulated=True)),
         models=(
             ModelSpec("target", "target", str(models / "target")),

@@ -190,9 +190,14 @@ def test_text_longer_than_context(
         run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2)
     message = one_line_error(e)
     assert "privleak/forget.json record 0" in message and "context_overflow=truncate" in message
+    assert message.startswith("1 of 2 texts are longer than the model's context")
     results = run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2,
                         model_args={"context_overflow": "truncate"})
     assert 0.0 <= flat_metrics(results)["auc_mink_40"] <= 1.0
+    report = results["config"]["muse_truncation"]
+    (task,) = report["tasks"]  # the forget text (its lowercase is scored as cut, not counted)
+    assert report["policy"] == "truncate" and task == f"muse_{CORPUS}_privleak"
+    assert report["tasks"][task]["documents"] == 1 and report["tasks"][task]["max_tokens_cut"] > 0
 
 
 def test_prompt_leaving_no_room_to_generate(
@@ -208,6 +213,7 @@ def test_prompt_leaving_no_room_to_generate(
                   limit=1)
     message = one_line_error(e)
     assert "verbmem/forget.json record 0" in message and "128 new tokens" in message
+    assert message.startswith("1 of 1 prompts leave no room to generate")
 
 
 def test_yaml_lists_every_attack() -> None:

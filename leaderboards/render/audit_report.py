@@ -16,17 +16,18 @@ from typing import Any
 
 from harness_ext import __version__
 from leaderboards.audit import (
-    AUDIT_RULE,
     GENERATOR,
     REPORT_JSON,
     REPORT_MARKDOWN,
     Audit,
     CellProvenance,
 )
+from leaderboards.intervals import DESCRIPTION as INTERVALS
 from leaderboards.render.columns import CELL_COLUMNS, RANK
 from leaderboards.render.describe import facts
 from leaderboards.render.markdown import escape_markdown, markdown_table
-from leaderboards.robustness import CRITERIA
+from leaderboards.scores import CRITERIA
+from leaderboards.verdicts import VERDICT_RULE
 
 SCHEMA_VERSION = 1
 #: The evidence table: the board's per-precision columns; an audit ranks nothing.
@@ -47,7 +48,11 @@ def report_to_dict(audit: Audit) -> dict[str, Any]:
         "exit_status": audit.exit_status,
         "verdict": audit.headline,
         "verdicts": [{**asdict(verdict), "passed": verdict.passed} for verdict in audit.verdicts],
-        "rule": {"text": AUDIT_RULE, "revert_tolerance": audit.options.revert_tolerance},
+        "rule": {
+            "text": VERDICT_RULE,
+            "revert_tolerance": audit.options.revert_tolerance,
+            "intervals": INTERVALS,
+        },
         "options": asdict(audit.options.robustness),
         "criteria": dict(CRITERIA),
         "evidence": asdict(audit.corpus),
@@ -134,7 +139,9 @@ def render_markdown(audit: Audit) -> str:
     out += [
         "",
         f"Rule (revert tolerance {audit.options.revert_tolerance:g}): "
-        + escape_markdown(AUDIT_RULE),
+        + escape_markdown(VERDICT_RULE),
+        "",
+        escape_markdown(f"Intervals: {INTERVALS}."),
         "",
         f"## Evidence ({escape_markdown(corpus.corpus)})",
         "",

@@ -7,7 +7,7 @@ from leaderboards.render.html_page import render_html
 from leaderboards.render.json_board import JSON_NAME, render_json
 from leaderboards.render.markdown import render_markdown
 from leaderboards.render.model_index import render_model_index
-from leaderboards.robustness import Board
+from leaderboards.scores import Board
 
 MODEL_INDEX_DIR = "model-index"
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from leaderboards.robustness import CRITERIA, CellScores, ModelScores
+from leaderboards.intervals import Interval
+from leaderboards.scores import CRITERIA, CellScores, ModelScores
 
 #: How the tables mark a criterion: passed, failed, not computable.
 CRITERION_MARKS = {True: "✓", False: "✗", None: "n/a"}
@@ -21,16 +22,27 @@ class Column:
     title: str
     kind: str
     value: Callable[[ModelScores, CellScores | None], Any]
+    #: The value's 95% interval, for the columns that have one.
+    interval: Callable[[ModelScores, CellScores | None], Interval | None] | None = None
+
+    def interval_text(self, model: ModelScores, cell: CellScores | None) -> str:
+        """``[low, high]`` in the column's format, or ``""``."""
+        bounds = self.interval(model, cell) if self.interval else None
+        if bounds is None:
+            return ""
+        texts = [format_value(self.kind, b) for b in bounds]
+        unit = next((u for u in (" pp", "%") if texts[0].endswith(u)), "")
+        return "[" + ", ".join(t.removesuffix(unit) for t in texts) + "]" + unit.strip()
 
     @property
     def sorts_by_number(self) -> bool:
-        return self.kind != "text"
+        return self.kind not in ("text", "marks")
 
 
 def format_value(kind: str, value: Any) -> str:
     """A value as the tables write it: scores 2 decimals, retentions in %, reverts in points."""
-    if kind == "criterion":
-        return CRITERION_MARKS[value]
+    if kind == "marks":
+        return str(value)
     if value is None:
         return "n/a"
     formats: dict[str, Callable[[Any], str]] = {
@@ -49,93 +61,104 @@ def sort_value(column: Column, model: ModelScores, cell: CellScores | None) -> f
     return None if value is None else float(value)
 
 
-def _criterion(index: int) -> Callable[[ModelScores, CellScores | None], bool | None]:
-    return lambda model, cell: cell.criteria.marks()[index] if cell else None
-
-
 def _cell_field(name: str) -> Callable[[ModelScores, CellScores | None], Any]:
     return lambda model, cell: getattr(cell, name) if cell else None
 
 
+def _cell_interval(name: str) -> Callable[[ModelScores, CellScores | None], Interval | None]:
+    return lambda model, cell: cell.interval(name) if cell else None
+
+
+def _measured(header: str, title: str, kind: str, name: str) -> Column:
+    """A per-precision column with its interval."""
+    return Column(header, title, kind, _cell_field(name), _cell_interval(name))
+
+
+def _criteria_marks(model: ModelScores, cell: CellScores | None) -> str:
+    return "".join(CRITERION_MARKS[m] if m is not None else "?" for m in cell.criteria.marks())
+
+
 RANK = Column(
-    "Rank", "default lexicographic rank (see the ranking rule)", "rank", lambda m, c: m.rank
-)
+    "Rank", "rank by the ranking rule (shared: the intervals cannot order them)", "rank",
+    lambda m, c: m.rank,
+)  # fmt: skip
 MODEL = Column("Model", "the results' label", "text", lambda m, c: m.label)
 
-#: The ranking table: one row per method, the numbers behind its rank.
+#: The ranking table: one row per method, its verdict and the numbers behind its rank.
 RANKING_COLUMNS = (
     RANK,
     MODEL,
     Column("Method", "unlearning method", "text", lambda m, c: m.method or ""),
     Column("Mode", "full or LoRA fine-tuning", "text", lambda m, c: m.mode or ""),
     Column(
-        "Worst precision", "where it passes fewest criteria", "text", lambda m, c: m.worst_precision
+        "Verdict",
+        "holds / reverts / inconclusive after quantization, or the full-precision gate's "
+        "never forgot / lost utility (see the verdict rule)",
+        "text",
+        lambda m, c: m.verdict or "n/a",
+    ),
+    Column(
+        "Worst revert",
+        "largest revert over the quantized precisions and forget metrics (retention there - "
+        "at full precision), with its 95% interval",
+        "delta",
+        lambda m, c: m.worst_revert,
+        lambda m, c: m.worst_revert_interval,
+    ),
+    Column(
+        "at", "where the worst revert is", "text", lambda m, c: m.worst_revert_precision or ""
     ),
     Column(
         "Criteria at worst",
-        "criteria passed at the worst precision / computable there",
+        "criteria passed at the worst precision (where it passes fewest) / computable there",
         "count",
         lambda m, c: m.criteria_passed,
     ),
     Column(
-        "Worst forget retention",
-        "max over precisions of max(VerbMem_f, KnowMem_f) / target's at full precision",
-        "ratio",
-        lambda m, c: m.worst_forget_retention,
-    ),
-    Column(
         "Worst utility retention",
-        "min over precisions of KnowMem_r / target's at full precision",
+        "min over precisions of KnowMem_r / target's at full precision, with its 95% interval",
         "ratio",
         lambda m, c: m.worst_utility_retention,
+        lambda m, c: m.worst_utility_interval,
     ),
 )
 
-#: The per-precision table: one row per model and precision.
+#: The per-precision table: one row per model and precision, every number with its interval.
 CELL_COLUMNS = (
     RANK,
     MODEL,
-    Column("Role", "method, target or retrain", "text", lambda m, c: m.role),
     Column("Precision", "precision of the evaluated weights", "text", _cell_field("precision")),
-    Column("VerbMem_f", "ROUGE-L F1 x 100 on the forget set", "score", _cell_field("verbmem_f")),
-    Column("KnowMem_f", "QA ROUGE-L F1 x 100, forget set", "score", _cell_field("knowmem_f")),
-    Column(
-        "KnowMem_r", "QA ROUGE-L F1 x 100, retain set (utility)", "score", _cell_field("knowmem_r")
+    _measured("VerbMem_f", "ROUGE-L F1 x 100 on the forget set", "score", "verbmem_f"),
+    _measured("KnowMem_f", "QA ROUGE-L F1 x 100, forget set", "score", "knowmem_f"),
+    _measured("KnowMem_r", "QA ROUGE-L F1 x 100, retain set (utility)", "score", "knowmem_r"),
+    _measured("PrivLeak", "(AUC - AUC_retrain) / AUC_retrain x 100", "signed", "privleak"),
+    _measured(
+        "Ret. VerbMem_f", "VerbMem_f / target's at full precision", "ratio", "retention_verbmem_f"
     ),
-    Column(
-        "PrivLeak", "(AUC - AUC_retrain) / AUC_retrain x 100", "signed", _cell_field("privleak")
+    _measured(
+        "Ret. KnowMem_f", "KnowMem_f / target's at full precision", "ratio", "retention_knowmem_f"
     ),
-    Column(
-        "Ret. VerbMem_f",
-        "VerbMem_f / target's at full precision",
-        "ratio",
-        _cell_field("retention_verbmem_f"),
-    ),
-    Column(
-        "Ret. KnowMem_f",
-        "KnowMem_f / target's at full precision",
-        "ratio",
-        _cell_field("retention_knowmem_f"),
-    ),
-    Column(
+    _measured(
         "Revert VerbMem_f",
-        "retention here - retention at full precision",
+        "VerbMem_f retention here - at full precision",
         "delta",
-        _cell_field("revert_verbmem_f"),
+        "revert_verbmem_f",
     ),
-    Column(
+    _measured(
         "Revert KnowMem_f",
-        "retention here - retention at full precision",
+        "KnowMem_f retention here - at full precision",
         "delta",
-        _cell_field("revert_knowmem_f"),
+        "revert_knowmem_f",
+    ),
+    _measured(
+        "Utility ret.", "KnowMem_r / target's at full precision", "ratio", "utility_retention"
     ),
     Column(
-        "Utility ret.",
-        "KnowMem_r / target's at full precision",
-        "ratio",
-        _cell_field("utility_retention"),
+        "C1-C4",
+        "; ".join(f"{name}: {text}" for name, text in CRITERIA) + " (✓ pass, ✗ fail, ? n/a)",
+        "marks",
+        _criteria_marks,
     ),
-    *(Column(name, text, "criterion", _criterion(i)) for i, (name, text) in enumerate(CRITERIA)),
 )
 
 
@@ -147,3 +170,10 @@ def cell_text(column: Column, model: ModelScores, cell: CellScores | None) -> st
     if column.kind == "count":
         return f"{value}/{model.criteria_computable}"
     return format_value(column.kind, value)
+
+
+def cell_text_with_interval(column: Column, model: ModelScores, cell: CellScores | None) -> str:
+    """The cell's text followed by its interval, for one-line tables (Markdown, CSV)."""
+    interval = column.interval_text(model, cell)
+    text = cell_text(column, model, cell)
+    return f"{text} {interval}" if interval else text

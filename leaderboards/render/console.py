@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness_ext.console import align_columns
 from leaderboards.render.columns import RANKING_COLUMNS, cell_text
-from leaderboards.robustness import Board
+from leaderboards.scores import Board
 
 
 def format_summary(board: Board) -> str:

@@ -12,12 +12,28 @@ import io
 from dataclasses import fields
 from typing import Any
 
-from leaderboards.robustness import Board, CellScores, Criteria, ModelScores
+from leaderboards.scores import Board, CellScores, Criteria, ModelScores
 
-_SUMMARY_FIELDS = [f.name for f in fields(ModelScores) if f.name != "cells"]
-_CELL_FIELDS = [f.name for f in fields(CellScores) if f.name != "criteria"]
+#: A model's intervals, one low and one high column each.
+_SUMMARY_INTERVALS = ("worst_revert_interval", "worst_utility_interval")
+_SUMMARY_FIELDS = [
+    f.name for f in fields(ModelScores) if f.name != "cells" and f.name not in _SUMMARY_INTERVALS
+]
+_CELL_FIELDS = [f.name for f in fields(CellScores) if f.name not in ("criteria", "intervals")]
+#: The cell fields that have an interval.
+CELL_INTERVALS = (
+    "verbmem_f", "knowmem_f", "knowmem_r", "auc", "privleak", "retention_verbmem_f",
+    "retention_knowmem_f", "revert_verbmem_f", "revert_knowmem_f", "utility_retention",
+)  # fmt: skip
 _CRITERIA_FIELDS = [f.name for f in fields(Criteria)]
-HEADER = ["corpus", *_SUMMARY_FIELDS, *_CELL_FIELDS, *_CRITERIA_FIELDS]
+HEADER = [
+    "corpus",
+    *_SUMMARY_FIELDS,
+    *(f"{name}_{end}" for name in _SUMMARY_INTERVALS for end in ("low", "high")),
+    *_CELL_FIELDS,
+    *(f"{name}_{end}" for name in CELL_INTERVALS for end in ("low", "high")),
+    *_CRITERIA_FIELDS,
+]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -31,10 +47,16 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def _bounds(interval: tuple[float, float] | None) -> tuple[Any, Any]:
+    return (None, None) if interval is None else interval
+
+
 def _row(corpus: str, model: ModelScores, cell: CellScores) -> list[Any]:
     values = [corpus]
     values += [getattr(model, name) for name in _SUMMARY_FIELDS]
+    values += [bound for name in _SUMMARY_INTERVALS for bound in _bounds(getattr(model, name))]
     values += [getattr(cell, name) for name in _CELL_FIELDS]
+    values += [bound for name in CELL_INTERVALS for bound in _bounds(cell.interval(name))]
     values += list(cell.criteria.marks())
     return [_csv_value(v) for v in values]
 

@@ -3,7 +3,13 @@ once so that Markdown and HTML say the same; the renderers escape them."""
 
 from __future__ import annotations
 
-from leaderboards.robustness import CRITERIA, RANKING_RULE, Board, CorpusBoard
+from leaderboards.intervals import DESCRIPTION as INTERVALS
+from leaderboards.ranking import RANKING_RULE
+from leaderboards.scores import CRITERIA, Board, CorpusBoard
+from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, VERDICT_RULE
+
+#: The verdicts in the order the opening sentence names them.
+VERDICT_ORDER = ("holds", "reverts", "inconclusive", NEVER_FORGOT, LOST_UTILITY, "n/a")
 
 
 def data_source(corpus: CorpusBoard) -> str:
@@ -38,5 +44,28 @@ def facts(board: Board, corpus: CorpusBoard) -> list[tuple[str, str]]:
             + ("; ".join(references) if references else "nothing (n/a)"),
         ),
         ("Criteria", "; ".join(f"{name} {text}" for name, text in criteria.items())),
+        ("Verdicts", f"revert tolerance {options.revert_tolerance:g}. {VERDICT_RULE}"),
+        ("Intervals", INTERVALS),
         ("Ranking", RANKING_RULE),
     ]
+
+
+def opening_sentence(corpus: CorpusBoard) -> str:
+    """One sentence: which methods hold after quantization, which revert, which cannot tell."""
+    groups: dict[str, list[str]] = {}
+    for model in corpus.methods:
+        groups.setdefault(model.verdict or "n/a", []).append(model.label)
+    if not groups:
+        return f"{corpus.corpus}: no unlearned models to judge."
+    parts = [
+        f"{verdict} ({len(groups[verdict])}): {', '.join(groups[verdict])}"
+        for verdict in VERDICT_ORDER
+        if verdict in groups
+    ]
+    return f"{corpus.corpus}, after quantization at {', '.join(_quantized(corpus))}: " + (
+        "; ".join(parts) + "."
+    )
+
+
+def _quantized(corpus: CorpusBoard) -> list[str]:
+    return [p for p in corpus.precisions if p != corpus.full_precision] or ["no precision"]

@@ -19,19 +19,20 @@ from leaderboards.render.columns import (
     cell_text,
     sort_value,
 )
-from leaderboards.render.describe import facts
+from leaderboards.render.describe import facts, opening_sentence
 from leaderboards.render.plots import retention_svg, utility_forgetting_svg
-from leaderboards.robustness import Board, CellScores, CorpusBoard, ModelScores
+from leaderboards.scores import Board, CellScores, CorpusBoard, ModelScores
 
 _STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1300px;
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1360px;
        padding: 0 1rem; color: #1d2329; }
 h1 { font-size: 1.5rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #d6dbe0; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .8rem 0; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid #e3e7eb; padding: .3rem .55rem; white-space: nowrap; }
+th, td { border-bottom: 1px solid #e3e7eb; padding: .3rem .45rem; white-space: nowrap; }
+th { white-space: normal; max-width: 7.5rem; vertical-align: bottom; }
 th { background: #f3f5f7; position: sticky; top: 0; text-align: left; }
 th button { all: unset; cursor: pointer; }
 th[aria-sort=ascending] button::after { content: " \\25B2"; }
@@ -39,6 +40,9 @@ th[aria-sort=descending] button::after { content: " \\25BC"; }
 td.num { text-align: right; }
 td.pass { color: #137333; text-align: center; } td.fail { color: #b3261e; text-align: center; }
 td.na { color: #8a949e; text-align: center; }
+td.marks { letter-spacing: .1em; text-align: center; } td.verdict { text-align: left; }
+span.ci { color: #66707a; font-size: .8em; }
+p.opening { font-size: 1.05rem; font-weight: 600; }
 tr.reference td { background: #fafbfc; color: #4a545e; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; }
 .notes li, .warnings li { color: #4a545e; }
@@ -89,10 +93,15 @@ def _csp() -> str:
 
 def _td(column: Column, model: ModelScores, cell: CellScores | None) -> str:
     text = escape(cell_text(column, model, cell))
-    if column.kind == "criterion":
-        css = {True: "pass", False: "fail", None: "na"}[column.value(model, cell)]
-    else:
-        css = "num" if column.sorts_by_number else ""
+    interval = column.interval_text(model, cell)
+    if interval:  # on a line of its own, so that the columns stay narrow
+        text += f'<br><span class="ci">{escape(interval)}</span>'
+    css = "num" if column.sorts_by_number else ""
+    if column.kind == "marks":
+        css = "marks"
+    elif column.header == "Verdict":
+        verdict = str(column.value(model, cell))
+        css = "verdict " + {"holds": "pass", "reverts": "fail"}.get(verdict, "na")
     sort = ""
     if column.sorts_by_number:
         value = sort_value(column, model, cell)
@@ -163,6 +172,7 @@ def _corpus_section(board: Board, corpus: CorpusBoard) -> str:
     )
     return (
         f'<section id="corpus-{escape(corpus.corpus)}"><h2>{escape(corpus.corpus)}</h2>'
+        f'<p class="opening">{escape(opening_sentence(corpus))}</p>'
         f'<dl class="facts">{facts_html}</dl>{ranking}{retention}{tradeoff}{cells}'
         f"{_items('notes', corpus.notes)}</section>"
     )

@@ -12,7 +12,10 @@ from dataclasses import asdict
 from typing import Any
 
 from harness_ext import __version__
-from leaderboards.robustness import CRITERIA, RANKING_RULE, Board
+from leaderboards.intervals import DESCRIPTION as INTERVALS
+from leaderboards.ranking import RANKING_RULE
+from leaderboards.scores import CRITERIA, Board
+from leaderboards.verdicts import VERDICT_RULE
 
 SCHEMA_VERSION = 1
 #: The ``generator`` value that marks a folder as a board this command may replace.
@@ -28,6 +31,8 @@ def board_to_dict(board: Board) -> dict[str, Any]:
         "muse_quant_version": __version__,
         "options": asdict(board.options),
         "ranking_rule": RANKING_RULE,
+        "verdict_rule": VERDICT_RULE,
+        "intervals": INTERVALS,
         "criteria": dict(CRITERIA),
         "sources": list(board.sources),
         "warnings": list(board.warnings),

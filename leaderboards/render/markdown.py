@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import re
 
-from leaderboards.render.columns import CELL_COLUMNS, RANKING_COLUMNS, Column, cell_text
-from leaderboards.render.describe import facts
-from leaderboards.robustness import Board, CellScores, ModelScores
+from leaderboards.render.columns import (
+    CELL_COLUMNS,
+    RANKING_COLUMNS,
+    Column,
+    cell_text_with_interval,
+)
+from leaderboards.render.describe import facts, opening_sentence
+from leaderboards.scores import Board, CellScores, ModelScores
 
 _BACKSLASHED = re.compile(r"([\\`*_\[\]|~#])")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -32,7 +37,7 @@ def markdown_table(
         "|" + "|".join("---:" if c.sorts_by_number else "---" for c in columns) + "|",
     ]
     for model, cell in rows:
-        texts = (escape_markdown(cell_text(c, model, cell)) for c in columns)
+        texts = (escape_markdown(cell_text_with_interval(c, model, cell)) for c in columns)
         lines.append("| " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
@@ -48,6 +53,7 @@ def render_markdown(board: Board) -> str:
     ]
     for corpus in board.corpora:
         out += ["", f"## {escape_markdown(corpus.corpus)}", ""]
+        out += [f"**{escape_markdown(opening_sentence(corpus))}**", ""]
         out += [f"- **{name}**: {escape_markdown(text)}" for name, text in facts(board, corpus)]
         out += ["", "### Ranking", ""]
         if corpus.methods:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from leaderboards.render.describe import data_source
-from leaderboards.robustness import Board, CorpusBoard, ModelScores
+from leaderboards.scores import Board, CorpusBoard, ModelScores
 
 #: (field of CellScores, which is also the metric type; metric name) written per precision.
 METRICS = (

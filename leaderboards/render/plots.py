@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from harness_ext.precision_names import is_four_bit
-from leaderboards.robustness import CorpusBoard, ModelScores
+from leaderboards.scores import CorpusBoard, ModelScores
 
 _STYLE = {
     "svg.fonttype": "none",

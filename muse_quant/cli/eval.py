@@ -11,10 +11,13 @@ invocation) is not built. Before any model is loaded it rejects what would fail 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 from typing import Any
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.evaluation import required_splits
+from harness_ext.files import check_writable
 from harness_ext.muse_data import CORPORA, load_split
 from muse_quant.lm_eval_patches import muse_task_manager
 from muse_quant.lm_eval_tasks import expand, muse_tasks, tasks_path
@@ -56,17 +59,51 @@ def run(args: argparse.Namespace) -> int:
     from lm_eval._cli.run import Run
     from lm_eval.utils import setup_logging
 
-    import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    from model_wrappers.muse_lm import check_arguments  # registers --model muse
 
     parser = argparse.ArgumentParser(prog="muse-quant eval")
     Run.create(parser.add_subparsers(dest="command"))
     ns = parser.parse_args(["run", *args.lm_eval_args])
+    if ns.model == MUSE_MODEL:  # before lm-eval logs or loads anything
+        check_arguments(_model_args(ns.model_args))
     configs = muse_tasks()
     only_muse = _check(ns, configs)
+    output = _output_folder(ns.output_path)
+    started = time.time()
     setup_logging()
     with muse_task_manager(include_defaults=not only_muse):
         ns.func(ns)
+    if output is not None and not _written_since(output, started):
+        raise MuseQuantError(
+            f"--output_path {ns.output_path}: lm-eval could not save the results there (see "
+            "its warning above); nothing was written"
+        )
     return 0
+
+
+def _output_folder(output_path: str | None) -> Path | None:
+    """The folder lm-eval writes results under (``--output_path`` names it, or a file in it),
+    probed now: a run whose results cannot be saved is refused before any model loads."""
+    if not output_path:
+        return None
+    path = Path(output_path).expanduser().absolute()
+    folder = path.parent if path.suffix == ".json" else path
+    check_writable(folder, "--output_path")
+    return folder
+
+
+def _written_since(folder: Path, started: float) -> bool:
+    """Whether lm-eval wrote a results file under ``folder`` during this run."""
+    return any(p.stat().st_mtime >= started for p in folder.rglob("results_*.json"))
+
+
+def _model_args(given: Any) -> dict[str, Any]:
+    """``--model_args`` as lm-eval reads it: ``k=v,k=v`` or a JSON object."""
+    from lm_eval.utils import simple_parse_args_string  # loaded by run() already
+
+    if isinstance(given, dict):
+        return given
+    return simple_parse_args_string(given) if given else {}
 
 
 def _requested(ns: argparse.Namespace) -> list[str]:
@@ -96,6 +133,13 @@ def _check(ns: argparse.Namespace, configs: dict[str, dict[str, Any]]) -> bool:
             f"(got --model {model}); rerun with --model muse"
         )
     data = (ns.metadata or {}).get("muse_data")
+    corpora = sorted({kind["muse_corpus"] for kind in kinds.values()})
+    if data and len(corpora) > 1:
+        raise MuseQuantError(
+            f"muse_data={data} is one corpus, but the tasks ask for {' and '.join(corpora)}; "
+            "run one corpus per command (or use muse-quant sweep, which maps each corpus to "
+            "its own folder)"
+        )
     if data:  # read every split the tasks will need now, not after the model has loaded
         for kind in kinds.values():
             for config, split in required_splits(kind["muse_task"]):

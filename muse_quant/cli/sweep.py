@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, help="results folder (default: the plan's results:)")
     p.add_argument("--dry-run", action="store_true", help="list the cells, run nothing")
     p.add_argument(
+        "--prune",
+        action="store_true",
+        help="move cells of the results folder that the plan no longer names into .pruned/",
+    )
+    p.add_argument(
         "--no-progress", action="store_true", help="no progress bar or per-cell lines on stderr"
     )
     p.set_defaults(func=run)
@@ -55,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_cells(plan_jobs(plan, results.resolve())))
         return 0
-    paths = run_sweep(plan, results, progress=not args.no_progress)
+    paths = run_sweep(plan, results, progress=not args.no_progress, prune=args.prune)
     print(summary_table(paths))
     return 0

@@ -5,7 +5,7 @@ Build a :class:`Plan` in code or load one from YAML (:func:`load_plan`), then
 resumable, and reuses checkpoints, built models and tasks across cells (docs/sweep.md).
 """
 
-from muse_quant.sweep.keys import plan_jobs
+from muse_quant.sweep.keys import plan_jobs, recorded_method
 from muse_quant.sweep.plan import (
     Cell,
     ModelSpec,
@@ -28,6 +28,7 @@ __all__ = [
     "load_plan",
     "plan_from_dict",
     "plan_jobs",
+    "recorded_method",
     "run_sweep",
     "summary_table",
 ]

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext import __version__
+from harness_ext.doc_scores import DOC_SCORES_FILE
 from harness_ext.errors import MuseQuantError
 from harness_ext.evaluation import privleak_options, required_splits
 from harness_ext.files import file_hashes, sha256_file
 from harness_ext.muse_data import CORPORA, load_split
 from harness_ext.muse_layout import split_path
+from harness_ext.results_layout import PLAN_RECORD_KIND, RESULTS_FILE
 from harness_ext.versions import library_versions
 from model_wrappers.checkpoints import PICKLE_SUFFIXES
 from model_wrappers.loading import open_checkpoint, with_calibration
@@ -29,7 +31,6 @@ from muse_quant.sweep.plan import HUB, Cell, Plan
 
 #: Version of the ``muse_quant`` block (the leaderboard reads schema 1).
 SCHEMA = 1
-RESULTS_FILE = "results.json"
 #: The model arguments that name the checkpoint (the rest name the precision).
 CHECKPOINT_ARGS = ("pretrained", "adapter", "merge")
 
@@ -189,8 +190,57 @@ def _tokenizer_id(folder: Path) -> str:
 
 def _written_by(path: Path, identity: dict[str, Any]) -> bool:
     """Whether ``path`` is a results file this very cell wrote (same ``muse_quant`` block)."""
+    return cell_identity(path) == identity
+
+
+def cell_identity(path: Path) -> dict[str, Any] | None:
+    """The ``muse_quant`` block of a sweep's results file (None: no file, or not a sweep's)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("muse_quant") == identity
+        return None
+    block = data.get("muse_quant") if isinstance(data, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def recorded_method(results_dir: Path, label: str) -> str | None:
+    """The method the results files of ``label`` record (None when there are none)."""
+    for path in sorted(Path(results_dir).glob(f"{label}/*/*/{RESULTS_FILE}")):
+        identity = cell_identity(path)
+        if identity is not None and identity.get("label") == label:
+            return identity.get("method")
+    return None
+
+
+def stale_cells(results_dir: Path, jobs: list[Job]) -> list[Path]:
+    """Cell folders of ``results_dir`` (sweep results files) that the plan no longer names:
+    an edited plan's leftovers, which a board would otherwise mix in."""
+    wanted = {job.folder for job in jobs}
+    return sorted(
+        path.parent
+        for path in Path(results_dir).glob(f"*/*/*/{RESULTS_FILE}")
+        if path.parent not in wanted and cell_identity(path) is not None
+    )
+
+
+def plan_record(jobs: list[Job]) -> str:
+    """``sweep-plan.json``: the cells of the plan last run into the folder (the leaderboard
+    says loudly when it reads results files that are not among them)."""
+    cells = [job.path.relative_to(job.folder.parents[2]).as_posix() for job in jobs]
+    return json.dumps({"kind": PLAN_RECORD_KIND, "cells": cells}, indent=1) + "\n"
+
+
+def check_cell_folder(job: Job) -> None:
+    """Refuse a cell folder that a sweep did not write: it is replaced whole when the cell
+    runs, so it may hold only a previous result of a cell (results.json, scores.json, samples
+    files)."""
+    if not job.folder.exists():
+        return
+    names = [p.name for p in job.folder.iterdir()]
+    ours = (RESULTS_FILE, DOC_SCORES_FILE)
+    foreign = [n for n in names if n not in ours and not n.startswith("samples_")]
+    if foreign or (names and cell_identity(job.path) is None):
+        raise MuseQuantError(
+            f"{job.folder} holds files a sweep did not write ({(foreign or names)[0]}); "
+            "move them, or choose another results folder"
+        )

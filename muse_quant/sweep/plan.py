@@ -155,6 +155,13 @@ class Plan:
                 raise MuseQuantError(
                     f"plan: unknown corpus {corpus!r}; corpora are {', '.join(CORPORA)}"
                 )
+        folders = [source for source in self.corpora.values() if source != HUB]
+        shared = next((f for f in folders if folders.count(f) > 1), None)
+        if shared is not None:
+            raise MuseQuantError(
+                f"plan: corpora {' and '.join(c for c, f in self.corpora.items() if f == shared)} "
+                f"both read {shared}; a MUSE data folder is one corpus"
+            )
         if not self.models:
             raise MuseQuantError("plan: no models")
         cells: list[Cell] = []

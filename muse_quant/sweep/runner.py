@@ -18,35 +18,78 @@ from __future__ import annotations
 
 import gc
 import itertools
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness_ext.doc_scores import write_doc_scores
 from harness_ext.errors import MuseQuantError
-from harness_ext.files import check_writable, staged_dir
+from harness_ext.files import check_writable, staged_dir, write_text_atomic
+from harness_ext.results_layout import PLAN_RECORD, PRUNED, RESULTS_FILE
 from model_wrappers.loading import reusing_checkpoints
 from model_wrappers.muse_lm import MuseLM
 from muse_quant.lm_eval_patches import environment_report_once
 from muse_quant.lm_eval_tasks import task_manager
 from muse_quant.sweep.display import LOG_FILE, Display
-from muse_quant.sweep.keys import RESULTS_FILE, Job, plan_jobs
+from muse_quant.sweep.keys import (
+    Job,
+    cell_identity,
+    check_cell_folder,
+    plan_jobs,
+    plan_record,
+    stale_cells,
+)
 from muse_quant.sweep.plan import Plan, SweepOptions
 
 MUSE_MODEL = "muse"
 
 
-def run_sweep(plan: Plan, results_dir: Path, *, progress: bool = True) -> list[Path]:
+def run_sweep(
+    plan: Plan,
+    results_dir: Path,
+    *,
+    progress: bool = True,
+    replace_others: bool = True,
+    prune: bool = False,
+) -> list[Path]:
     """Evaluate every unfinished cell; return every cell's results file, in plan order.
 
     ``progress`` shows a bar over cells (done/left, ETA) and one line per cell on stderr; what
-    the libraries print goes to ``RESULTS/sweep.log`` either way.
+    the libraries print goes to ``RESULTS/sweep.log`` either way. A cell whose folder holds
+    another result (an edited plan's) is evaluated again and replaces it; with
+    ``replace_others=False`` (audits) that is refused before anything runs. Cells in the
+    folder that the plan no longer names are reported (``prune`` moves them into
+    ``RESULTS/.pruned/``); ``RESULTS/sweep-plan.json`` records the plan's cells, unless the run
+    adds to another plan's folder (``replace_others=False``).
     """
     results_dir = Path(results_dir).resolve()
     with reusing_checkpoints(), environment_report_once():
         jobs = plan_jobs(plan, results_dir)
+        for job in jobs:
+            check_cell_folder(job)
+        others = [job for job in jobs if not job.finished and job.path.exists()]
+        if others and not replace_others:
+            held = cell_identity(others[0].path) or {}
+            raise MuseQuantError(
+                f"{others[0].path} holds another run's result (label {held.get('label')!r}, "
+                f"method {held.get('method')!r}, another cell key); it is not overwritten: "
+                "choose another results folder, or pass that run's method"
+            )
         _make_results_dir(results_dir)
+        stale = stale_cells(results_dir, jobs) if replace_others else []
+        if prune:
+            stale = _prune(results_dir, stale)
+        if replace_others:
+            write_text_atomic(results_dir / PLAN_RECORD, plan_record(jobs))
         with Display(results_dir / LOG_FILE, jobs, progress) as display:
+            if stale:
+                display.say(
+                    f"warning: {len(stale)} cell(s) in {results_dir} are not in this plan "
+                    f"(e.g. {stale[0].relative_to(results_dir)}); the leaderboard warns about "
+                    "them: muse-quant sweep --prune moves them to .pruned/"
+                )
             task_sets: dict[tuple[str, str], _TaskSet] = {}
             todo = [job for job in jobs if not job.finished]
             for _, group in itertools.groupby(todo, key=_checkpoint_and_precision):
@@ -116,8 +159,9 @@ class _TaskSet:
 
 
 def _evaluate(job: Job, lm: Any, tasks: _TaskSet, options: SweepOptions) -> None:
-    """Run one cell into a staged folder published whole: results.json and, if asked, one
-    samples file per task; a previous result of the cell is replaced only by a complete one."""
+    """Run one cell into a staged folder published whole: results.json, the per-document
+    scores (scores.json) and, if asked, one samples file per task; a previous result of the
+    cell is replaced only by a complete one."""
     from lm_eval import simple_evaluate  # lm-eval's evaluator loads slowly
     from lm_eval.loggers import EvaluationTracker
 
@@ -139,15 +183,16 @@ def _evaluate(job: Job, lm: Any, tasks: _TaskSet, options: SweepOptions) -> None
             batch_size=options.batch_size,
             device=job.cell.device,
             bootstrap_iters=options.bootstrap_iters,
-            log_samples=options.log_samples,
+            log_samples=True,  # the per-document scores come from lm-eval's samples
             fewshot_as_multiturn=False,
         )
         # simple_evaluate names a model object by its path; `lm_eval --model muse` names the type.
         results["config"]["model"] = MUSE_MODEL
         results["muse_quant"] = job.identity
-        samples = results.pop("samples", None)
+        samples = results.pop("samples")
+        write_doc_scores(staging, samples)
         tracker.save_results_aggregated(results=results, samples=samples)
-        for task_name in results["configs"] if samples else ():
+        for task_name in results["configs"] if options.log_samples else ():
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
             written = staging / f"samples_{task_name}_{tracker.date_id}.jsonl"
             written.rename(staging / f"samples_{task_name}.jsonl")
@@ -160,6 +205,19 @@ def _evaluate(job: Job, lm: Any, tasks: _TaskSet, options: SweepOptions) -> None
 
 
 # --------------------------------------------------------------------------- the results folder
+
+
+def _prune(results_dir: Path, stale: list[Path]) -> list[Path]:
+    """Move ``stale`` cells under ``RESULTS/.pruned/<time>/`` (nothing is deleted); return
+    what is left to report (nothing)."""
+    into = results_dir / PRUNED / time.strftime("%Y%m%d-%H%M%S")
+    for folder in stale:
+        target = into / folder.relative_to(results_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(target)
+    if stale:
+        print(f"muse-quant: moved {len(stale)} cell(s) not in the plan to {into}", file=sys.stderr)
+    return []
 
 
 def _make_results_dir(results_dir: Path) -> None:

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.cache import cache_root
 from harness_ext.errors import MuseQuantError
-from harness_ext.files import staged_dir
+from harness_ext.files import check_writable, staged_dir
 from model_wrappers.codes import confine_to_nf4_bins
 from model_wrappers.precisions import quantized_linear_names
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
@@ -29,6 +29,8 @@ from muse_quant.unlearning.recipe import RECORD, block_weights, code_change_reco
 from muse_quant.unlearning.trainers import TRAINERS
 
 ZOO_VERSION = 1
+#: What a zoo's manifest says it is (a folder without it is never replaced).
+KIND = "muse-quant toy world zoo"
 #: Full fine-tuning runs whose update is also saved confined to the target's NF4 bins (a control
 #: that reproduces, by construction, an update too small for 4-bit quantization to see).
 CONFINED = ("ga_gdr_full", "npo_gdr_full")
@@ -106,6 +108,12 @@ def build_zoo(world: Path, out: Path | None = None) -> Path:
     key = zoo_key(world)
     if _intact(out, key):
         return out
+    if out.is_dir() and any(out.iterdir()) and (load_manifest(out) or {}).get("kind") != KIND:
+        raise MuseQuantError(
+            f"--out {out} is a non-empty folder that is not a zoo; choose an empty or new folder "
+            "(a zoo folder is replaced whole when it is rebuilt)"
+        )
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -124,7 +132,7 @@ def build_zoo(world: Path, out: Path | None = None) -> Path:
                     confined, f"{runs[name]['method']} (NF4-confined)", "full"
                 )
             manifest = {
-                "kind": "muse-quant toy world zoo",
+                "kind": KIND,
                 "world": str(world),
                 "zoo_key": key,
                 "runs": runs,

@@ -1,0 +1,159 @@
+"""What a board holds: its options and, per corpus, model and precision, the scores.
+
+Plain data (the numbers, their intervals, the criteria, the verdicts); computed by
+:mod:`leaderboards.robustness`, judged by :mod:`leaderboards.verdicts`, ordered by
+:mod:`leaderboards.ranking`, shown by :mod:`leaderboards.render`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from harness_ext.errors import MuseQuantError
+from leaderboards.intervals import Interval
+
+#: The attack of MUSE's published AUC_retrain (Min-40%), and the board's default.
+PUBLISHED_ATTACK = "mink_40"
+
+#: (name, what it checks) of MUSE's criteria, in order.
+CRITERIA = (
+    ("C1", "no verbatim memorization: VerbMem_f <= the retrain model's at the same precision"),
+    ("C2", "no knowledge memorization: KnowMem_f <= the retrain model's at the same precision"),
+    ("C3", "no privacy leakage: |PrivLeak| <= the tolerance"),
+    ("C4", "utility kept: KnowMem_r >= the fraction x the target's at full precision"),
+)
+
+
+@dataclass(frozen=True)
+class RobustnessOptions:
+    """The board's tolerances and attack; defaults are MUSE's (docs/leaderboard.md)."""
+    attack: str = PUBLISHED_ATTACK
+    privleak_tolerance: float = 5.0
+    utility_fraction: float = 0.9
+    #: AUC_retrain to use when no retrain model is in the results (else MUSE's published one).
+    retrain_auc: float | None = None
+    #: Largest rise of a forget retention (absolute, 0.10 = 10 points of the target's score)
+    #: that still counts as holding after quantization.
+    revert_tolerance: float = 0.10
+
+    def __post_init__(self) -> None:
+        if not self.revert_tolerance >= 0:
+            raise MuseQuantError(f"revert tolerance {self.revert_tolerance}: must be >= 0")
+        if not self.privleak_tolerance >= 0:
+            raise MuseQuantError(f"PrivLeak tolerance {self.privleak_tolerance}: must be >= 0")
+        if not self.utility_fraction > 0:
+            raise MuseQuantError(f"utility fraction {self.utility_fraction}: must be > 0")
+        if self.retrain_auc is not None and not 0 < self.retrain_auc <= 1:
+            raise MuseQuantError(f"retrain AUC {self.retrain_auc}: must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """C1-C4 at one precision: True passed, False failed, None not computable (n/a)."""
+    c1: bool | None
+    c2: bool | None
+    c3: bool | None
+    c4: bool | None
+
+    def marks(self) -> tuple[bool | None, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    @property
+    def passed(self) -> int:
+        return sum(mark is True for mark in self.marks())
+
+    @property
+    def computable(self) -> int:
+        return sum(mark is not None for mark in self.marks())
+
+
+@dataclass(frozen=True)
+class PrivLeakReference:
+    """The AUC_retrain that PrivLeak is measured against at one precision, and where it is from."""
+    precision: str
+    auc: float
+    #: ``retrain`` (the retrain model at this precision), ``given`` or ``published``.
+    source: str
+    description: str
+
+
+@dataclass(frozen=True)
+class CellScores:
+    """One model at one precision. Retentions are fractions (1.0 = as much as the target at
+    full precision); reverts are differences of retentions; None = n/a."""
+
+    precision: str
+    verbmem_f: float | None
+    knowmem_f: float | None
+    knowmem_r: float | None
+    auc: float | None
+    privleak: float | None
+    privleak_reference: str | None
+    retention_verbmem_f: float | None
+    retention_knowmem_f: float | None
+    forget_retention: float | None
+    revert_verbmem_f: float | None
+    revert_knowmem_f: float | None
+    utility_retention: float | None
+    criteria: Criteria
+    source: str
+    #: 95% intervals (:mod:`leaderboards.intervals`) by field name (``verbmem_f``,
+    #: ``revert_knowmem_f``, ...), for the fields whose per-document scores are known.
+    intervals: Mapping[str, Interval] = field(default_factory=dict, hash=False)
+
+    def interval(self, name: str) -> Interval | None:
+        return self.intervals.get(name)
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """One model on one corpus across precisions, with the worst cases the ranking reads."""
+    label: str
+    role: str
+    method: str | None
+    mode: str | None
+    cells: tuple[CellScores, ...]
+    missing_precisions: tuple[str, ...]
+    worst_precision: str
+    criteria_passed: int
+    criteria_computable: int
+    worst_forget_retention: float | None
+    worst_utility_retention: float | None
+    #: 1 = best; None for the reference models (target, retrain), which are not ranked.
+    rank: int | None = None
+    #: The verdict (:mod:`leaderboards.verdicts`): ``holds``, ``reverts``, ``inconclusive``,
+    #: or the full-precision gate's ``never forgot`` / ``lost utility``; and its sentence.
+    verdict: str | None = None
+    verdict_text: str | None = None
+    #: The largest revert over the quantized precisions and forget metrics, where, and its
+    #: interval (None when unknown).
+    worst_revert: float | None = None
+    worst_revert_precision: str | None = None
+    worst_revert_interval: Interval | None = None
+    #: The worst-case utility retention's interval.
+    worst_utility_interval: Interval | None = None
+
+
+@dataclass(frozen=True)
+class CorpusBoard:
+    """Everything a board shows for one corpus: P, references, ranked methods, notes."""
+    corpus: str
+    data: str | None
+    precisions: tuple[str, ...]
+    full_precision: str
+    target: str
+    retrain: str | None
+    privleak_references: tuple[PrivLeakReference, ...]
+    methods: tuple[ModelScores, ...]
+    references: tuple[ModelScores, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Board:
+    """A whole leaderboard: options, one :class:`CorpusBoard` per corpus, files read, warnings."""
+    options: RobustnessOptions
+    corpora: tuple[CorpusBoard, ...]
+    sources: tuple[str, ...]
+    warnings: tuple[str, ...]
