@@ -1,11 +1,11 @@
 """Robustness leaderboards: read lm-eval results files, rank unlearning methods by how well their
 forgetting holds after quantization (docs/leaderboard.md), and publish the board.
 
-Data flows one way: ``collect`` (results files -> rows, with ``consistency`` refusing files
-measured differently) -> ``robustness`` (metrics, criteria, ranking) -> ``render`` (Markdown,
-CSV, JSON, HTML with plots, model-index YAML) -> ``write`` (atomic folder). A board is
-reproducible from results files alone: nothing here imports models, tasks or lm-eval.
-
-For Python callers (the audit): ``robustness.build_board(results_dir, RobustnessOptions(...),
-target=..., retrain=...)`` returns a ``Board``; see docs/leaderboard.md.
+``collect`` (results files and their per-document scores -> rows, ``consistency`` refusing files
+measured differently) -> ``robustness`` (the numbers, with ``intervals``; the types are in
+``scores``) -> ``verdicts`` (holds / reverts / inconclusive, the full-precision gate) and
+``ranking`` -> ``render`` (Markdown, CSV, JSON, HTML with plots, model-index YAML, the audit
+report) -> ``write`` (board folders, report files). ``audit`` chooses the rows one audit reads.
+A board is reproducible from results files alone: nothing here imports models, tasks or lm-eval
+(an import-linter contract, docs/architecture.md).
 """

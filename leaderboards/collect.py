@@ -53,6 +53,8 @@ class ResultRow:
     data: str | None
     source: str
     date: float | None
+    #: The unlearning seed the file records (None: not said).
+    seed: int | None = None
     #: Per task (``verbmem_f``, ``knowmem_f``, ``knowmem_r``, ``privleak``) its per-document
     #: scores, from the ``scores.json`` beside the file; None when there is none.
     doc_scores: Mapping[str, TaskScores] | None = None
@@ -100,44 +102,32 @@ def read_results_file(path: Path) -> dict[str, Any] | None:
     return data if _is_results_file(data) else None
 
 
-def _score(path: Path, results: Mapping[str, Any], task: str, metric: str) -> float | None:
-    """A memorization score (ROUGE-L F1 x 100); None when the file has no such task. A value
-    that is not a finite number in [0, 100] is refused, naming the file and the key."""
-    key = f"{metric},none"
-    if key not in (results.get(task) or {}):
-        return None
-    value = results[task][key]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 <= value <= 100
-    ):
+def _checked(path: Path, task: str, key: str, value: Any, what: str, top: float) -> float:
+    """``value`` as a float, or a one-line error naming the file and the key when it is not a
+    finite number in [0, top] (a damaged file, or not a muse-quant result)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and 0 <= value <= top):
         raise MuseQuantError(
-            f"{path}: {task} {key} = {value!r} is not a score in [0, 100]; the file is damaged "
-            "or not a muse-quant result: re-run that cell or remove the file"
+            f"{path}: {task} {key} = {value!r} is not {what} in [0, {top:g}]; re-run that cell "
+            "or remove the file"
         )
     return float(value)
 
 
+def _score(path: Path, results: Mapping[str, Any], task: str, metric: str) -> float | None:
+    """A memorization score (ROUGE-L F1 x 100); None when the file has no such task."""
+    key = f"{metric},none"
+    if key not in (results.get(task) or {}):
+        return None
+    return _checked(path, task, key, results[task][key], "a score", 100)
+
+
 def _aucs(path: Path, results: Mapping[str, Any], task: str) -> dict[str, float]:
-    aucs = {}
-    for key, value in (results.get(task) or {}).items():
-        match = _AUC_KEY.match(key)
-        if match is None or "_stderr" in key:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or not 0 <= value <= 1
-        ):
-            raise MuseQuantError(
-                f"{path}: {task} {key} = {value!r} is not an AUC in [0, 1]; re-run that cell or "
-                "remove the file"
-            )
-        aucs[match.group("attack")] = float(value)
-    return aucs
+    return {
+        match.group("attack"): _checked(path, task, key, value, "an AUC", 1)
+        for key, value in (results.get(task) or {}).items()
+        if (match := _AUC_KEY.match(key)) is not None and "_stderr" not in key
+    }
 
 
 def _identity(path: Path, data: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -206,10 +196,12 @@ def rows_from_results(
         tasks_by_corpus = {ident["corpus"]: tasks_by_corpus[ident["corpus"]]}
         label, precision, role = ident["label"], ident["precision"], ident["role"]
         method, mode = ident.get("method"), ident.get("mode")
+        seed = ident.get("seed") if isinstance(ident.get("seed"), int) else None
     elif not tasks_by_corpus:
         return [], []
     else:
         label, role, method, mode = _foreign_label(path, model_args), None, None, None
+        seed = None
         precision = _foreign_precision(path, data, model_args)
     rows, warnings = [], []
     per_doc = read_doc_scores(path.parent / DOC_SCORES_FILE) if ident is not None else None
@@ -234,6 +226,7 @@ def rows_from_results(
                 data=metadata.get("muse_data"),
                 source=source,
                 date=data.get("date") if isinstance(data.get("date"), int | float) else None,
+                seed=seed,
                 doc_scores=_corpus_doc_scores(per_doc, corpus),
             )
         )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from leaderboards.intervals import Interval
-from leaderboards.scores import ModelScores
+from leaderboards.scores import ModelScores, SeedGroup
 from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT
 
 #: Stated on every board.
@@ -26,7 +26,8 @@ RANKING_RULE = (
     "model passes fewest); 4. highest worst-case utility retention. Adjacent models share a "
     "rank when the 95% intervals of their worst reverts overlap, they pass as many criteria, "
     "and the intervals of their worst-case utility retentions overlap (without per-document "
-    "scores, only equal values tie). n/a sorts last."
+    "scores, only equal values tie). n/a sorts last. A method run with several seeds ranks "
+    "by its worst seed (the seed that would rank last)."
 )
 
 
@@ -68,6 +69,39 @@ def _indistinguishable(a: ModelScores, b: ModelScores) -> bool:
         if x is not None and y is not None and not (x[0] <= y[1] and y[0] <= x[1]):
             return False
     return True
+
+
+def group_seeds(
+    methods: Sequence[ModelScores],
+) -> tuple[list[ModelScores], tuple[SeedGroup, ...], tuple[ModelScores, ...]]:
+    """Methods of one method and mode with several seeds become a :class:`SeedGroup` ranked by
+    its worst seed: (what to rank, the groups, the seeds other than each group's worst)."""
+    by_method: dict[tuple[str | None, str | None], list[ModelScores]] = {}
+    for model in methods:
+        if model.seed is not None and model.method is not None:
+            by_method.setdefault((model.method, model.mode), []).append(model)
+    groups, others = [], []
+    grouped = {m.label for members in by_method.values() if len(members) > 1 for m in members}
+    for (method, mode), members in by_method.items():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda m: m.seed)
+        worst = max(members, key=lambda m: (ranking_key(m), m.label))
+        reverts = [m.worst_revert for m in members]
+        groups.append(
+            SeedGroup(
+                method=str(method),
+                mode=mode,
+                labels=tuple(m.label for m in members),
+                seeds=tuple(int(m.seed) for m in members if m.seed is not None),
+                mean_worst_revert=None if None in reverts else sum(reverts) / len(reverts),
+                worst=worst.label,
+                durability=sum(m.verdict == "holds" for m in members) / len(members),
+            )
+        )
+        others += [m for m in members if m is not worst]
+    ranked = [m for m in methods if m.label not in grouped or m.label in {g.worst for g in groups}]
+    return ranked, tuple(groups), tuple(sorted(others, key=lambda m: m.label))
 
 
 def rank_methods(methods: Sequence[ModelScores]) -> tuple[ModelScores, ...]:

@@ -28,7 +28,7 @@ from leaderboards.intervals import (
     retention_interval,
     revert_interval,
 )
-from leaderboards.ranking import rank_methods
+from leaderboards.ranking import group_seeds, rank_methods
 from leaderboards.scores import (
     PUBLISHED_ATTACK,
     Board,
@@ -195,6 +195,7 @@ def summarize(
         worst_revert_precision=revert[1],
         worst_revert_interval=revert[2],
         worst_utility_interval=utility[1],
+        seed=rows[0].seed,
     )
 
 
@@ -327,6 +328,7 @@ def score_corpus(corpus: str, rows: Sequence[ResultRow], options: RobustnessOpti
     methods = [
         _with_verdict(m, retrain_scores, full, options.revert_tolerance) for m in methods
     ]
+    ranked, seed_groups, other_seeds = group_seeds(methods)
     return CorpusBoard(
         corpus=corpus,
         data=target_full.data,
@@ -335,7 +337,9 @@ def score_corpus(corpus: str, rows: Sequence[ResultRow], options: RobustnessOpti
         target=target,
         retrain=retrain,
         privleak_references=tuple(references[p] for p in precisions if p in references),
-        methods=rank_methods(methods),
+        methods=rank_methods(ranked),
+        seed_groups=seed_groups,
+        other_seeds=other_seeds,
         references=tuple(sorted(reference_models, key=lambda m: m.role != "target")),
         notes=tuple(notes),
     )

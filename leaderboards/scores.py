@@ -133,6 +133,27 @@ class ModelScores:
     worst_revert_interval: Interval | None = None
     #: The worst-case utility retention's interval.
     worst_utility_interval: Interval | None = None
+    #: The unlearning seed its results files record (None: not said).
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """One method (and mode) unlearned with several seeds: how it fares across them. The
+    ranking ranks the group by its worst seed (the one that ranks last)."""
+
+    method: str
+    mode: str | None
+    #: The seeds' labels and seeds, in seed order.
+    labels: tuple[str, ...]
+    seeds: tuple[int, ...]
+    #: The mean over seeds of the worst revert (None when a seed's is unknown).
+    mean_worst_revert: float | None
+    #: The label of the worst seed.
+    worst: str
+    #: The fraction of seeds whose verdict is ``holds`` (forgetting holds at every quantized
+    #: precision): the durability rate.
+    durability: float
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,15 @@ class CorpusBoard:
     methods: tuple[ModelScores, ...]
     references: tuple[ModelScores, ...]
     notes: tuple[str, ...]
+    #: Methods run with several seeds, and the seeds other than each group's worst (which is
+    #: in ``methods``); unranked.
+    seed_groups: tuple[SeedGroup, ...] = ()
+    other_seeds: tuple[ModelScores, ...] = ()
+
+    @property
+    def models(self) -> tuple[ModelScores, ...]:
+        """Every model of the corpus: ranked methods, other seeds, then the references."""
+        return self.methods + self.other_seeds + self.references
 
 
 @dataclass(frozen=True)

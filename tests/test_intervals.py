@@ -4,6 +4,7 @@ verdicts and ranks that the intervals decide (holds / reverts / inconclusive, sh
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from leaderboards.intervals import (
     mean_interval,
     revert_interval,
 )
+from leaderboards.render.markdown import render_markdown
 from leaderboards.robustness import build_board
 
 N_DOCS = 40
@@ -157,3 +159,30 @@ def test_the_audit_says_which_verdict_and_shows_the_interval(board_dir: Path) ->
     reverts = audit_results(board_dir, "reverts", precisions=("fp32", "nf4"))
     assert reverts.verdicts[1].status == "reverts" and reverts.headline.startswith("FAIL")
     assert N_RESAMPLES >= 1000
+
+
+def test_seeds_of_one_method_show_mean_worst_and_durability_and_rank_by_the_worst(
+    board_dir: Path, tmp_path: Path
+) -> None:
+    """Three seeds of one method: two hold, one reverts; the board ranks the method by the
+    reverting seed, and says 2 of 3 seeds hold."""
+    root = Path(shutil.copytree(board_dir, tmp_path / "results"))
+    for label, seed in (("holds", 0), ("twin", 1), ("reverts", 2)):
+        for path in (root / label).glob("*/*/results.json"):
+            data = json.loads(path.read_text())
+            data["muse_quant"] |= {"method": "NPO+GDR", "mode": "full", "seed": seed}
+            path.write_text(json.dumps(data))
+    (news,) = build_board(root).corpora
+    (group,) = news.seed_groups
+    assert (group.method, group.seeds) == ("NPO+GDR", (0, 1, 2))
+    assert group.labels == ("holds", "twin", "reverts")
+    assert group.durability == pytest.approx(2 / 3) and group.worst == "reverts"
+    by_label = {m.label: m for m in news.models}
+    reverts = [by_label[label].worst_revert for label in group.labels]
+    assert group.mean_worst_revert == pytest.approx(sum(reverts) / 3)
+    ranked = [m.label for m in news.methods]
+    assert "reverts" in ranked and "holds" not in ranked and "twin" not in ranked
+    assert {m.label for m in news.other_seeds} == {"holds", "twin"}
+    assert [m.label for m in news.methods] == ["unsure", "reverts", "broken"]
+    page = render_markdown(build_board(root))
+    assert "| NPO+GDR | full | 3 (0, 1, 2) | 67% hold |" in page

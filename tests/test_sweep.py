@@ -339,7 +339,7 @@ def test_unwritable_results_folder(
 def start_sweep(plan: Path) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
     return subprocess.Popen(
-        [sys.executable, "-m", "muse_quant.cli", "sweep", str(plan)],
+        [sys.executable, "-m", "muse_quant", "sweep", str(plan)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

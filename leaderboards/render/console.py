@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness_ext.console import align_columns
-from leaderboards.render.columns import RANKING_COLUMNS, cell_text
+from leaderboards.render.columns import RANKING_COLUMNS, cell_text_with_interval
 from leaderboards.scores import Board
 
 
@@ -16,7 +16,8 @@ def format_summary(board: Board) -> str:
             f"retrain {corpus.retrain or 'none'}"
         )
         rows = [[c.header for c in RANKING_COLUMNS]]
-        rows += [[cell_text(c, m, None) for c in RANKING_COLUMNS] for m in corpus.methods]
+        text = cell_text_with_interval
+        rows += [[text(c, m, None) for c in RANKING_COLUMNS] for m in corpus.methods]
         if corpus.methods:
             lines += [f"  {line}" for line in align_columns(rows)]
         lines += [f"  note: {note}" for note in corpus.notes]

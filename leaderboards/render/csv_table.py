@@ -67,7 +67,7 @@ def render_csv(board: Board) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
     for corpus in board.corpora:
-        for model in corpus.methods + corpus.references:
+        for model in corpus.models:
             for cell in model.cells:
                 writer.writerow(_row(corpus.corpus, model, cell))
     return buffer.getvalue()

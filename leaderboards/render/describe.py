@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from leaderboards.intervals import DESCRIPTION as INTERVALS
 from leaderboards.ranking import RANKING_RULE
+from leaderboards.render.columns import format_value
 from leaderboards.scores import CRITERIA, Board, CorpusBoard
 from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, VERDICT_RULE
 
@@ -47,6 +48,25 @@ def facts(board: Board, corpus: CorpusBoard) -> list[tuple[str, str]]:
         ("Verdicts", f"revert tolerance {options.revert_tolerance:g}. {VERDICT_RULE}"),
         ("Intervals", INTERVALS),
         ("Ranking", RANKING_RULE),
+    ]
+
+
+#: The seeds table: its headers, and each group's cells.
+SEED_HEADERS = ("Method", "Mode", "Seeds", "Durability", "Mean worst revert", "Worst seed")
+
+
+def seed_rows(corpus: CorpusBoard) -> list[tuple[str, ...]]:
+    """One row per method run with several seeds (ranked by its worst seed)."""
+    return [
+        (
+            group.method,
+            group.mode or "",
+            f"{len(group.seeds)} ({', '.join(map(str, group.seeds))})",
+            f"{100 * group.durability:.0f}% hold",
+            format_value("delta", group.mean_worst_revert),
+            group.worst,
+        )
+        for group in corpus.seed_groups
     ]
 
 

@@ -19,7 +19,7 @@ from leaderboards.render.columns import (
     cell_text,
     sort_value,
 )
-from leaderboards.render.describe import facts, opening_sentence
+from leaderboards.render.describe import SEED_HEADERS, facts, opening_sentence, seed_rows
 from leaderboards.render.plots import retention_svg, utility_forgetting_svg
 from leaderboards.scores import Board, CellScores, CorpusBoard, ModelScores
 
@@ -30,8 +30,9 @@ h1 { font-size: 1.5rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #d6d
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; margin: .8rem 0; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid #e3e7eb; padding: .3rem .45rem; white-space: nowrap; }
+table { border-collapse: collapse; margin: .8rem 0; font-variant-numeric: tabular-nums;
+        font-size: 13px; }
+th, td { border-bottom: 1px solid #e3e7eb; padding: .3rem .4rem; white-space: nowrap; }
 th { white-space: normal; max-width: 7.5rem; vertical-align: bottom; }
 th { background: #f3f5f7; position: sticky; top: 0; text-align: left; }
 th button { all: unset; cursor: pointer; }
@@ -154,7 +155,17 @@ def _corpus_section(board: Board, corpus: CorpusBoard) -> str:
         if corpus.methods
         else "<p>No unlearned models to rank.</p>"
     )
-    models = corpus.methods + corpus.references
+    if corpus.seed_groups:
+        head = "".join(f'<th scope="col">{escape(h)}</th>' for h in SEED_HEADERS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(t)}</td>" for t in row) + "</tr>"
+            for row in seed_rows(corpus)
+        )
+        ranking += (
+            '<div class="scroll"><table><caption>Seeds (each method ranked by its worst seed)'
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        )
+    models = corpus.models
     cells = _table(
         "Every model at every precision",
         CELL_COLUMNS,

@@ -14,7 +14,7 @@ from leaderboards.render.columns import (
     Column,
     cell_text_with_interval,
 )
-from leaderboards.render.describe import facts, opening_sentence
+from leaderboards.render.describe import SEED_HEADERS, facts, opening_sentence, seed_rows
 from leaderboards.scores import Board, CellScores, ModelScores
 
 _BACKSLASHED = re.compile(r"([\\`*_\[\]|~#])")
@@ -60,8 +60,16 @@ def render_markdown(board: Board) -> str:
             out.append(markdown_table(RANKING_COLUMNS, [(m, None) for m in corpus.methods]))
         else:
             out.append("No unlearned models to rank.")
+        if corpus.seed_groups:
+            out += ["", "### Seeds (each method ranked by its worst seed)", ""]
+            out.append("| " + " | ".join(SEED_HEADERS) + " |")
+            out.append("|" + "|".join("---" for _ in SEED_HEADERS) + "|")
+            out += [
+                "| " + " | ".join(escape_markdown(t) for t in row) + " |"
+                for row in seed_rows(corpus)
+            ]
         out += ["", "### Every model at every precision", ""]
-        models = corpus.methods + corpus.references
+        models = corpus.models
         out.append(markdown_table(CELL_COLUMNS, [(m, cell) for m in models for cell in m.cells]))
         if corpus.notes:
             out += ["", "Notes:", ""] + [f"- {escape_markdown(note)}" for note in corpus.notes]

@@ -75,7 +75,7 @@ def render_model_index(board: Board) -> dict[str, str]:
     """``{file name: YAML}``, one per label found on any corpus."""
     results: dict[str, list[dict[str, Any]]] = {}
     for corpus in board.corpora:
-        for model in corpus.methods + corpus.references:
+        for model in corpus.models:
             results.setdefault(model.label, []).append(_result(corpus, model, board.options.attack))
     return {
         file_name(label): yaml.safe_dump(

@@ -61,7 +61,7 @@ def _percent(value: float | None) -> float:
 
 def retention_svg(corpus: CorpusBoard) -> str | None:
     """Per model, VerbMem_f and KnowMem_f retention at each precision of P (None: nothing known)."""
-    models = corpus.methods + corpus.references
+    models = corpus.models
     panels = (
         ("retention_verbmem_f", "VerbMem_f retention"),
         ("retention_knowmem_f", "KnowMem_f retention"),
@@ -105,7 +105,7 @@ def retention_svg(corpus: CorpusBoard) -> str | None:
 def utility_forgetting_svg(corpus: CorpusBoard, utility_fraction: float) -> str | None:
     """Utility retention against forget retention at the 4-bit precisions of P (None: no point)."""
     four_bit = [p for p in corpus.precisions if is_four_bit(p)]
-    models = corpus.methods + corpus.references
+    models = corpus.models
     points = [
         (model, cell)
         for model in models

@@ -137,6 +137,8 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
         "precision": precision.name,
         "cell_key": _digest(key),
     }
+    if model.seed is not None:
+        identity["seed"] = model.seed
     folder = cell.folder(results_dir)
     return Job(
         cell=cell,

@@ -35,6 +35,7 @@ MODEL_KEYS = (
     "merge",
     "method",
     "mode",
+    "seed",
     "precisions",
     "corpora",
 )
@@ -66,6 +67,9 @@ class ModelSpec:
     merge: bool = True
     method: str | None = None
     mode: str | None = None
+    #: The unlearning run's seed: several seeds of one method and mode make a seed group on
+    #: the board (mean, worst seed, durability).
+    seed: int | None = None
     #: None: the plan's precisions / all of the plan's corpora.
     precisions: tuple[PrecisionSpec, ...] | None = None
     corpora: tuple[str, ...] | None = None
@@ -315,6 +319,7 @@ def _model(data: Any, where: str, base: Path) -> ModelSpec:
         merge=_typed(data.get("merge", True), bool, f"{where}: merge"),
         method=_typed(data.get("method"), str, f"{where}: method"),
         mode=_typed(data.get("mode"), str, f"{where}: mode"),
+        seed=_typed(data.get("seed"), int, f"{where}: seed"),
         precisions=None if precisions is None else _precisions(precisions, where, base),
         corpora=None if corpora is None else tuple(corpora),
     )
