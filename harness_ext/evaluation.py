@@ -53,7 +53,7 @@ def muse_dataset(**kwargs: Any) -> Any:
     lm-eval calls it with the task metadata (model args, ``--metadata``) and our YAML's
     ``dataset_kwargs`` (``muse_corpus``, ``muse_task``), all as keywords.
     """
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict  # datasets (pyarrow) takes ~1 s to import
 
     corpus, task = kwargs.get("muse_corpus"), kwargs.get("muse_task")
     check_corpus(str(corpus))
@@ -223,7 +223,7 @@ def _load_tokenizer(
     use_fast: bool,
     add_bos_token: bool | None,
 ) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # the ground imports no model library at load
 
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     kwargs["use_fast"] = use_fast

@@ -83,7 +83,7 @@ def load_split(
 
 
 def _load_hub(source: HubCorpus, config: str, split: str) -> tuple[list[dict[str, str]], str]:
-    from datasets import load_dataset
+    from datasets import load_dataset  # only for the hub; pyarrow takes ~1 s to import
 
     if config not in LAYOUT or split not in LAYOUT[config]:
         raise MuseQuantError(f"unknown MUSE split {config}/{split}")

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModelForCausalLM
+from safetensors import safe_open
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError, first_line
 from harness_ext.files import file_hashes
@@ -44,7 +47,7 @@ def _resolve_folder(name: str, allow_pickle: bool, what: str) -> Path:
         raise MuseQuantError(f"{what}={name}: a file, not a checkpoint folder")
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise MuseQuantError(f"{what}={name}: no such folder")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # the hub client: only for hub ids
 
     patterns = HUB_PATTERNS + ([f"*{s}" for s in PICKLE_SUFFIXES] if allow_pickle else [])
     try:
@@ -58,8 +61,6 @@ def _resolve_folder(name: str, allow_pickle: bool, what: str) -> Path:
 def weight_files(folder: Path, stem: str, allow_pickle: bool, what: str) -> list[Path]:
     """The weight files of a checkpoint (``stem`` = ``model`` or ``adapter_model``), checked:
     safetensors headers readable, sharded indexes complete, pickles only when allowed."""
-    from safetensors import safe_open
-
     index = folder / f"{stem}.safetensors.index.json"
     if index.is_file():
         try:
@@ -163,8 +164,6 @@ class Adapter:
         """Every LoRA matrix names a module of ``model`` with matching in/out widths."""
         if self.weights[0].suffix != ".safetensors":
             return  # pickled adapters: peft's own loading checks them
-        from safetensors import safe_open
-
         for path in self.weights:
             with safe_open(str(path), framework="pt") as f:
                 shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
@@ -194,8 +193,6 @@ class Adapter:
 
     def attach(self, model: nn.Module, base: str) -> Any:
         """``model`` with this adapter loaded unmerged (a ``PeftModelForCausalLM``)."""
-        from peft import PeftModelForCausalLM
-
         self.check_fits(model, base)
         try:
             return PeftModelForCausalLM.from_pretrained(model, str(self.folder), is_trainable=False)
@@ -241,8 +238,6 @@ class Checkpoint:
 
     def load(self, **from_pretrained: Any) -> Any:
         """``from_pretrained`` of the checkpoint (the merged weights with an adapter)."""
-        from transformers import AutoModelForCausalLM
-
         common = {"trust_remote_code": self.trust_remote_code, "device_map": {"": self.device}}
         try:
             if self.adapter is None and not self.resident:
@@ -294,8 +289,6 @@ class Checkpoint:
         if self.adapter is None:
             yield str(self.folder)
             return
-        from transformers import AutoTokenizer
-
         with tempfile.TemporaryDirectory(prefix="muse-quant-merged-") as tmp:
             self._float32().save_pretrained(tmp)
             AutoTokenizer.from_pretrained(str(self.folder)).save_pretrained(tmp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import bitsandbytes.functional as bnbf
 import torch
 
 SCHEMES = ("nf4", "rtn-w4g64")
@@ -17,8 +18,6 @@ SCHEMES = ("nf4", "rtn-w4g64")
 
 def nf4_codes(weight: torch.Tensor) -> torch.Tensor:
     """bitsandbytes NF4 code (0..15) of every element, in flattened order."""
-    import bitsandbytes.functional as bnbf
-
     packed, _ = bnbf.quantize_4bit(
         weight.detach().float().contiguous(), blocksize=64, quant_type="nf4"
     )
@@ -75,8 +74,6 @@ def confine_to_nf4_bins(before: torch.Tensor, after: torch.Tensor) -> torch.Tens
     """``after`` with every element clamped into the NF4 bin of ``before`` (each block's absmax
     element kept at its ``before`` value), so the two share every NF4 code and NF4 dequantizes
     them identically: the part of an update that 4-bit NF4 quantization cannot see."""
-    import bitsandbytes.functional as bnbf
-
     levels = bnbf.get_4bit_type("nf4", device="cpu").float()
     edges = (levels[1:] + levels[:-1]) / 2
     low = torch.cat([levels[:1], edges])

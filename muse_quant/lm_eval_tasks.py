@@ -29,7 +29,7 @@ def task_manager(
     ``tokenizer``) and the MUSE options (``muse_data``, ``privleak_k``, ``privleak_auc_retrain``),
     as lm-eval's command line does by merging ``--model_args`` into ``--metadata``.
     """
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # lm-eval's task registry loads slowly
 
     return TaskManager(
         include_path=include_paths(include_path),

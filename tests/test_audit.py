@@ -264,10 +264,13 @@ def test_audit_on_the_toy_world_then_reuse(
     retrain = report["evidence"]["references"][1]
     assert [c["verbmem_f"] for c in model["cells"]] == [c["verbmem_f"] for c in retrain["cells"]]
     rise = max(retrain["cells"][1]["revert_verbmem_f"], retrain["cells"][1]["revert_knowmem_f"])
-    expected = ["forgets", "holds" if rise <= 0.10 else "reverts"]
+    # The toy retrain model keeps less than 0.9 x the target's utility: C4 gates it at fp32.
+    kept = model["cells"][0]["criteria"]["c4"]
+    expected = ["forgets" if kept else "lost utility", "holds" if rise <= 0.10 else "reverts"]
     assert [v["status"] for v in report["verdicts"]] == expected
-    assert code == report["exit_status"] == (0 if expected[1] == "holds" else 1)
-    assert report["verdict"] in printed and "forgets at fp32: VerbMem_f" in printed
+    assert code == report["exit_status"] == (0 if expected == ["forgets", "holds"] else 1)
+    first = "forgets at fp32: VerbMem_f" if kept else "lost utility at fp32: KnowMem_r"
+    assert report["verdict"] in printed and first in printed
     # Provenance: the audited file's hash, from its own results file.
     own = report["provenance"]["cells"][0]
     weights = hashlib.sha256((candidate / "model.safetensors").read_bytes()).hexdigest()

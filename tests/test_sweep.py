@@ -26,6 +26,7 @@ from muse_run import run_tasks
 from test_loading import logits, make_adapter
 from transformers import AutoModelForCausalLM
 
+from harness_ext.metrics.auc import auc_forget_holdout
 from model_wrappers.loading import Checkpoint, load_causal_lm, open_checkpoint, reusing_checkpoints
 from model_wrappers.muse_lm import MuseLM
 from muse_quant.cli import main
@@ -176,13 +177,28 @@ def test_sweep_does_shared_work_once(swept: Path) -> None:
     }
 
 
-def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path) -> None:
-    """Reused checkpoints, models and tasks change nothing lm-eval reports."""
+def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path, books: Path) -> None:
+    """Reused checkpoints, models and tasks change nothing lm-eval reports; the per-document
+    scores beside each file give back its aggregates."""
+    data = {"news": tiny_world / "data", "books": books}
     for label, corpus, precision in SWEPT:
         written = read(swept / label / corpus / precision / "results.json")
         args = {"precision": precision} | ({"emulated": True} if precision == "nf4" else {})
-        fresh = run_tasks(tiny_world / "models" / label, tiny_world / "data", [f"muse_{corpus}"],
+        fresh = run_tasks(tiny_world / "models" / label, data[corpus], [f"muse_{corpus}"],
                           model_args=args)  # fmt: skip
+        scores = read(swept / label / corpus / precision / "scores.json")["tasks"]
+        for metric in ("verbmem_f", "knowmem_f", "knowmem_r"):
+            per_doc = scores[f"muse_{corpus}_{metric}"]["scores"][metric]
+            average = written["results"][f"muse_{corpus}_{metric}"][f"{metric},none"]
+            assert sum(per_doc) / len(per_doc) == pytest.approx(average)
+        privleak = scores[f"muse_{corpus}_privleak"]
+        sets, mink = privleak["sets"], privleak["scores"]["mink_40"]
+        auc = auc_forget_holdout(
+            [s for s, k in zip(mink, sets, strict=True) if k == "forget"],
+            [s for s, k in zip(mink, sets, strict=True) if k == "holdout"],
+        )
+        aucs = written["results"][f"muse_{corpus}_privleak"]
+        assert auc == pytest.approx(aucs["auc_mink_40,none"])
         for key in SAME_AS_FRESH:
             assert written[key] == fresh[key], (label, precision, key)
         for key in ("model", "model_args", "muse_provenance", "batch_size", "device"):
@@ -407,3 +423,28 @@ def test_sigkilled_sweep_resumes_without_redoing_cells(
     table = out.splitlines()
     assert table[0].split() == ["news", "precision", "VerbMem_f", "KnowMem_f", "KnowMem_r", "AUC"]
     assert [row.split()[:2] for row in table[1:]] == [[c[0], c[2]] for c in CELLS]
+
+
+def test_cells_an_edited_plan_no_longer_names_are_reported_and_pruned(
+    tiny_world: Path, swept: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The plan loses its books corpus: its cells are named, the board says NOT ONE PLAN, and
+    --prune moves them aside (nothing deleted, nothing evaluated again). The sweep writes its
+    console lines to the terminal's file descriptor, hence capfd."""
+    results = Path(shutil.copytree(swept, tmp_path / "results"))
+    plan = write_plan(tmp_path / "edited", plan_data(tiny_world))  # news only
+    assert main(["sweep", str(plan), "--results", str(results), "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "warning: 4 cell(s) in" in err and "are not in this plan" in err and "--prune" in err
+    record = json.loads((results / "sweep-plan.json").read_text())
+    assert len(record["cells"]) == 4 and all("/news/" in cell for cell in record["cells"])
+    assert main(["leaderboard", str(results), "--out", str(tmp_path / "board")]) == 0
+    assert "NOT ONE PLAN: 4 results file(s)" in capfd.readouterr().err
+    assert main(["sweep", str(plan), "--results", str(results), "--prune", "--no-progress"]) == 0
+    pruned = sorted(p.relative_to(results).parts[2:] for p in results.rglob(".pruned/*/*/*/*"))
+    assert pruned == [(label, "books", precision) for label in ("retrain", "target")
+                      for precision in ("fp32", "nf4")]  # fmt: skip
+    assert not list(results.glob("*/books"))
+    capfd.readouterr()
+    assert main(["leaderboard", str(results), "--out", str(tmp_path / "board")]) == 0
+    assert "NOT ONE PLAN" not in capfd.readouterr().err

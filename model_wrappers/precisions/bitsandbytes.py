@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import BitsAndBytesConfig
 
 from model_wrappers.precisions.registry import (
     COMPUTE_DTYPE,
@@ -35,7 +36,7 @@ logging.getLogger("bitsandbytes.autograd._functions").addFilter(_DropInt8CastWar
 
 
 def _bnb_dequantize(module: nn.Module) -> torch.Tensor | None:
-    import bitsandbytes as bnb
+    import bitsandbytes as bnb  # loaded when a bitsandbytes precision is built
 
     if isinstance(module, bnb.nn.Linear4bit):
         return bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
@@ -59,8 +60,6 @@ def _bitsandbytes(source: Source, config: Any) -> Built:
 
 def quantize_int8(source: Source, precision: Precision) -> Built:
     """LLM.int8 (bitsandbytes): int8 row-wise weights, activations quantized per matmul."""
-    from transformers import BitsAndBytesConfig
-
     threshold = precision.options["threshold"]
     return _bitsandbytes(
         source, BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=threshold)
@@ -68,8 +67,6 @@ def quantize_int8(source: Source, precision: Precision) -> Built:
 
 
 def _bnb_4bit(source: Source, precision: Precision, quant_type: str) -> Built:
-    from transformers import BitsAndBytesConfig
-
     compute = precision.compute_dtype
     config = BitsAndBytesConfig(
         load_in_4bit=True,

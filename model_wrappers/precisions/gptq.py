@@ -49,7 +49,7 @@ GPTQ_BACKENDS = ("torch", "auto", *GPTQ_CUDA_BACKENDS)
 
 
 def _gptq_dequantize(module: nn.Module) -> torch.Tensor | None:
-    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear  # optional; prints a banner
 
     if isinstance(module, BaseQuantLinear):
         return module.dequantize_weight().T
@@ -79,7 +79,7 @@ def import_gptqmodel() -> Any:
     # Its CPU quantizer stalls with one worker (its default on 2 cores).
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, ((os.cpu_count() or 1) + 1) // 2)))
     try:
-        import gptqmodel
+        import gptqmodel  # optional (the gptq extra); prints a banner on import
     except ImportError as e:
         raise MuseQuantError(f"GPTQ precisions need gptqmodel ({e}); {GPTQ_INSTALL}") from None
     return gptqmodel
@@ -135,7 +135,7 @@ def quantize_gptq(source: Source, precision: Precision) -> Built:
     def write(out: Path) -> None:
         # gptqmodel writes a per-layer log into ./logs of whatever folder the user runs from;
         # keep it next to the quantized checkpoints instead.
-        from gptqmodel.looper import loop_processor
+        from gptqmodel.looper import loop_processor  # imported by import_gptqmodel already
 
         loop_processor._PROJECT_LOG_DIR = cache_root() / "gptq-logs"
         config = gptqmodel.QuantizeConfig(**quantize, offload_to_disk=False)

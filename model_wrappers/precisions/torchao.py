@@ -19,7 +19,7 @@ from model_wrappers.precisions.registry import (
 
 
 def _torchao_dequantize(module: nn.Module) -> torch.Tensor | None:
-    from torchao.utils import TorchAOBaseTensor
+    from torchao.utils import TorchAOBaseTensor  # torchao loads its kernels on import
 
     weight = getattr(module, "weight", None)
     return weight.dequantize() if isinstance(weight, TorchAOBaseTensor) else None
@@ -33,6 +33,7 @@ RTN_OPTIONS = {
 
 def quantize_rtn(source: Source, precision: Precision) -> Built:
     """Round-to-nearest weight-only quantization per group (torchao ``IntxWeightOnlyConfig``)."""
+    # torchao loads its kernels (and warns about the missing ones) on import.
     from torchao.quantization import IntxWeightOnlyConfig, MappingType, quantize_
     from torchao.quantization.granularity import PerGroup
 

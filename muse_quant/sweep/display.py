@@ -61,6 +61,11 @@ class Display:
         self.sink.close()
         self.console.close()
 
+    def warn(self, line: str) -> None:
+        """A line for the log and, whatever ``progress`` says, the console."""
+        print(line, file=self.sink, flush=True)
+        self.bar.write(line, file=self.console)
+
     def say(self, line: str) -> None:
         print(line, file=self.sink, flush=True)
         if self.progress:

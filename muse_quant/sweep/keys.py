@@ -241,7 +241,7 @@ def check_cell_folder(job: Job) -> None:
     names = [p.name for p in job.folder.iterdir()]
     ours = (RESULTS_FILE, DOC_SCORES_FILE)
     foreign = [n for n in names if n not in ours and not n.startswith("samples_")]
-    if foreign or (names and cell_identity(job.path) is None):
+    if foreign or (job.path.exists() and cell_identity(job.path) is None):
         raise MuseQuantError(
             f"{job.folder} holds files a sweep did not write ({(foreign or names)[0]}); "
             "move them, or choose another results folder"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.muse_data import CORPORA
@@ -249,8 +250,6 @@ def _check_references(plan: Plan) -> None:
 
 def load_plan(path: str | Path) -> Plan:
     """A plan from a YAML file; relative paths in it are relative to the file's folder."""
-    import yaml
-
     path = Path(path)
     where = f"plan {path}"
     try:

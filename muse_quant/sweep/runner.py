@@ -85,7 +85,7 @@ def run_sweep(
             write_text_atomic(results_dir / PLAN_RECORD, plan_record(jobs))
         with Display(results_dir / LOG_FILE, jobs, progress) as display:
             if stale:
-                display.say(
+                display.warn(
                     f"warning: {len(stale)} cell(s) in {results_dir} are not in this plan "
                     f"(e.g. {stale[0].relative_to(results_dir)}); the leaderboard warns about "
                     "them: muse-quant sweep --prune moves them to .pruned/"
@@ -215,6 +215,9 @@ def _prune(results_dir: Path, stale: list[Path]) -> list[Path]:
         target = into / folder.relative_to(results_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(target)
+        for parent in (folder.parent, folder.parent.parent):  # <label>/<corpus>, if now empty
+            if parent != results_dir and not any(parent.iterdir()):
+                parent.rmdir()
     if stale:
         print(f"muse-quant: moved {len(stale)} cell(s) not in the plan to {into}", file=sys.stderr)
     return []
