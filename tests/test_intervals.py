@@ -22,6 +22,7 @@ from leaderboards.intervals import (
 )
 from leaderboards.render.markdown import render_markdown
 from leaderboards.robustness import build_board
+from muse_quant.cli import main
 
 N_DOCS = 40
 
@@ -186,3 +187,13 @@ def test_seeds_of_one_method_show_mean_worst_and_durability_and_rank_by_the_wors
     assert [m.label for m in news.methods] == ["unsure", "reverts", "broken"]
     page = render_markdown(build_board(root))
     assert "| NPO+GDR | full | 3 (0, 1, 2) | 67% hold |" in page
+
+
+def test_the_revert_tolerance_is_an_option_of_the_board(board_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "board"
+    argv = ["leaderboard", str(board_dir), "--out", str(out), "--revert-tolerance", "0.6"]
+    assert main(argv) == 0
+    (news,) = json.loads((out / "leaderboard.json").read_text())["corpora"]
+    verdicts = {m["label"]: m["verdict"] for m in news["methods"]}
+    assert verdicts["reverts"] == "holds"  # its +0.4 revert is within a 0.6 tolerance
+    assert json.loads((out / "leaderboard.json").read_text())["options"]["revert_tolerance"] == 0.6

@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: %(default)s",
     )
     parser.add_argument(
+        "--revert-tolerance",
+        type=float,
+        default=defaults.revert_tolerance,
+        help="a forget retention may rise this much (absolute) over full precision and still "
+        "hold; default: %(default)s",
+    )
+    parser.add_argument(
         "--retrain-auc",
         type=float,
         metavar="AUC",
@@ -76,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         privleak_tolerance=args.privleak_tolerance,
         utility_fraction=args.utility_fraction,
         retrain_auc=args.retrain_auc,
+        revert_tolerance=args.revert_tolerance,
     )
     board = build_board(
         args.results_dir, options, target=args.target, retrain=args.retrain, exclude=args.out
