@@ -36,12 +36,12 @@ class Column:
 
     @property
     def sorts_by_number(self) -> bool:
-        return self.kind not in ("text", "marks")
+        return self.kind not in ("text", "marks", "verdict")
 
 
 def format_value(kind: str, value: Any) -> str:
     """A value as the tables write it: scores 2 decimals, retentions in %, reverts in points."""
-    if kind == "marks":
+    if kind in ("marks", "verdict"):
         return str(value)
     if value is None:
         return "n/a"
@@ -94,7 +94,7 @@ RANKING_COLUMNS = (
         "Verdict",
         "holds / reverts / inconclusive after quantization, or the full-precision gate's "
         "never forgot / lost utility (see the verdict rule)",
-        "text",
+        "verdict",
         lambda m, c: m.verdict or "n/a",
     ),
     Column(

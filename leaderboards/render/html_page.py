@@ -100,7 +100,7 @@ def _td(column: Column, model: ModelScores, cell: CellScores | None) -> str:
     css = "num" if column.sorts_by_number else ""
     if column.kind == "marks":
         css = "marks"
-    elif column.header == "Verdict":
+    elif column.kind == "verdict":
         verdict = str(column.value(model, cell))
         css = "verdict " + {"holds": "pass", "reverts": "fail"}.get(verdict, "na")
     sort = ""
