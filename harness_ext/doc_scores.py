@@ -4,7 +4,8 @@ Every interval on a board and in an audit is a bootstrap over documents, so a sw
 ``scores.json`` beside each cell's ``results.json``: per MUSE task, the document ids and each
 document's score (VerbMem/KnowMem: ROUGE-L F1 x 100; PrivLeak: every attack's score and the
 text's set, forget or holdout). The sweep writes it from lm-eval's per-sample records; the
-leaderboard reads it. This module is the whole contract between the two.
+leaderboard reads it, or, beside a results file from a plain lm-eval run with ``--log_samples``,
+lm-eval's own per-sample files. This module is the whole contract between them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,35 @@ def write_doc_scores(folder: Path, samples: Mapping[str, Sequence[Mapping[str, A
     path = Path(folder) / DOC_SCORES_FILE
     path.write_text(json.dumps(from_samples(samples), separators=(",", ":")), encoding="utf-8")
     return path
+
+
+def read_lm_eval_samples(results_path: Path) -> dict[str, TaskScores] | None:
+    """The per-document scores in lm-eval's own per-sample files beside one of its results files
+    (``samples_<task>_<stamp>.jsonl`` next to ``results_<stamp>.json``, as ``--log_samples``
+    writes them); None when there are none."""
+    results_path = Path(results_path)
+    stamp = results_path.stem.removeprefix("results_")
+    if stamp == results_path.stem:
+        return None
+    records: dict[str, list[Any]] = {}
+    for path in sorted(results_path.parent.glob(f"samples_*_{stamp}.jsonl")):
+        task = path.name.removeprefix("samples_").removesuffix(f"_{stamp}.jsonl")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            records[task] = [json.loads(line) for line in lines if line.strip()]
+            tasks = from_samples({task: records[task]})["tasks"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MuseQuantError(
+                f"{path}: not one of lm-eval's per-sample files ({type(e).__name__}: {e}); "
+                "re-run with --log_samples or remove it"
+            ) from None
+        if task in tasks:
+            records[task] = tasks[task]
+        else:
+            del records[task]
+    if not records:
+        return None
+    return {task: _task_scores(results_path, task, entry) for task, entry in records.items()}
 
 
 def read_doc_scores(path: Path) -> dict[str, TaskScores] | None:

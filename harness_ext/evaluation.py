@@ -150,11 +150,16 @@ def _privleak_docs(corpus: str, data: str | None, meta: Mapping[str, Any]) -> li
             }
             for i, r in enumerate(records)
         ]
-    # Interleaved, so that lm-eval's --limit N keeps both sets (the AUC needs both).
+    # Interleaved, so that the first 2N documents are N of each set (see privleak_documents).
     forget, holdout = per_set["forget"], per_set["holdout"]
     docs = [d for pair in zip(forget, holdout, strict=False) for d in pair]
     n = min(len(forget), len(holdout))
     return docs + forget[n:] + holdout[n:]
+
+
+def privleak_documents(limit: int | None) -> int | None:
+    """How many PrivLeak documents ``--limit N`` takes: N forget and N holdout texts."""
+    return None if limit is None else 2 * int(limit)
 
 
 def privleak_options(corpus: str, meta: Mapping[str, Any]) -> tuple[str, float]:

@@ -19,7 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness_ext.doc_scores import DOC_SCORES_FILE, TaskScores, read_doc_scores
+from harness_ext.doc_scores import (
+    DOC_SCORES_FILE,
+    TaskScores,
+    read_doc_scores,
+    read_lm_eval_samples,
+)
 from harness_ext.errors import MuseQuantError
 from harness_ext.precision_names import precision_from_model_args
 from harness_ext.results_layout import PLAN_RECORD, PLAN_RECORD_KIND, PRUNED
@@ -204,7 +209,11 @@ def rows_from_results(
         seed = None
         precision = _foreign_precision(path, data, model_args)
     rows, warnings = [], []
-    per_doc = read_doc_scores(path.parent / DOC_SCORES_FILE) if ident is not None else None
+    per_doc = (
+        read_doc_scores(path.parent / DOC_SCORES_FILE)
+        if ident is not None
+        else read_lm_eval_samples(path)
+    )
     for corpus, tasks in sorted(tasks_by_corpus.items()):
         missing = sorted({"verbmem_f", "knowmem_f", "knowmem_r", "privleak"} - tasks)
         if missing:

@@ -197,3 +197,40 @@ def test_the_revert_tolerance_is_an_option_of_the_board(board_dir: Path, tmp_pat
     verdicts = {m["label"]: m["verdict"] for m in news["methods"]}
     assert verdicts["reverts"] == "holds"  # its +0.4 revert is within a 0.6 tolerance
     assert json.loads((out / "leaderboard.json").read_text())["options"]["revert_tolerance"] == 0.6
+
+
+def test_a_plain_lm_eval_run_with_log_samples_gets_the_same_intervals(
+    board_dir: Path, tmp_path: Path
+) -> None:
+    """The board from lm-eval's own layout (``results_<stamp>.json`` and, from ``--log_samples``,
+    ``samples_<task>_<stamp>.jsonl`` with lm-eval's per-sample records) has the intervals and
+    verdicts of the same scores read from a sweep's ``scores.json``."""
+    root = tmp_path / "lm-eval"
+    for path in sorted(board_dir.glob("*/*/*/results.json")):
+        data = json.loads(path.read_text())
+        del data["muse_quant"]  # a plain lm-eval results file
+        folder = root / path.parent.relative_to(board_dir)
+        folder.mkdir(parents=True)
+        stamp = "2026-12-01T10-00-00.000001"
+        (folder / f"results_{stamp}.json").write_text(json.dumps(data))
+        tasks = json.loads((path.parent / DOC_SCORES_FILE).read_text())["tasks"]
+        for task, entry in tasks.items():
+            lines = []
+            for i, doc_id in enumerate(entry["doc_ids"]):
+                record = {"doc_id": doc_id, "doc": {}, "filter": "none"}
+                if "sets" in entry:
+                    scores = {f"auc_{a}": {"set": entry["sets"][i], "score": v[i]}
+                              for a, v in entry["scores"].items()}  # fmt: skip
+                    record |= scores | {"privleak": {"set": entry["sets"][i], "score": 0.0}}
+                else:
+                    record |= {name: v[i] for name, v in entry["scores"].items()}
+                lines.append(json.dumps(record))
+            (folder / f"samples_{task}_{stamp}.jsonl").write_text("\n".join(lines) + "\n")
+    (ours,) = build_board(board_dir).corpora
+    (theirs,) = build_board(root, target="/models/target", retrain="/models/retrain").corpora
+    verdicts = {m.label.removeprefix("/models/"): m.verdict for m in theirs.methods}
+    assert verdicts == {m.label: m.verdict for m in ours.methods}
+    for model in ours.methods:
+        other = next(m for m in theirs.methods if m.label == f"/models/{model.label}")
+        for mine, foreign in zip(model.cells, other.cells, strict=True):
+            assert foreign.intervals == mine.intervals and mine.intervals

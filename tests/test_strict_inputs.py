@@ -104,6 +104,30 @@ def test_an_adapter_on_another_base_is_refused_unless_allowed(
     assert str(target) in provenance["adapter"]["base"]
 
 
+def test_a_plan_allows_another_base_only_when_it_says_so(
+    tiny_world: Path, lora: Path, tmp_path: Path
+) -> None:
+    """The plan's ``allow_other_base`` is the model argument: refused without, recorded with."""
+    from muse_quant.sweep import plan_jobs
+
+    def plan(**extra: object) -> object:
+        method = {"label": "m", "role": "method", "pretrained": str(tiny_world / "models/retrain"),
+                  "adapter": str(lora)} | extra  # fmt: skip
+        return plan_from_dict({
+            "corpora": {"news": str(tiny_world / "data")},
+            "precisions": ["fp32"],
+            "options": {"device": "cpu"},
+            "models": [{"label": "t", "role": "target",
+                        "pretrained": str(tiny_world / "models/target")}, method],
+        }, tmp_path)  # fmt: skip
+
+    with pytest.raises(MuseQuantError, match="allow_other_base=true"):
+        plan_jobs(plan(), tmp_path / "results")
+    job = plan_jobs(plan(allow_other_base=True), tmp_path / "results")[1]
+    assert job.model_kwargs()["allow_other_base"] is True
+    assert job.model_args["allow_other_base"] is True and not (tmp_path / "results").exists()
+
+
 def test_an_unlearning_runs_adapter_is_checked_by_its_base_weights(
     tiny_world: Path, lora: Path, tmp_path: Path
 ) -> None:

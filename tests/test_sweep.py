@@ -26,6 +26,7 @@ from muse_run import run_tasks
 from test_loading import logits, make_adapter
 from transformers import AutoModelForCausalLM
 
+from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.auc import auc_forget_holdout
 from model_wrappers.loading import Checkpoint, load_causal_lm, open_checkpoint, reusing_checkpoints
 from model_wrappers.muse_lm import MuseLM
@@ -283,6 +284,48 @@ def test_documented_plan_is_valid(tmp_path: Path) -> None:
     assert {c.precision.name: c.emulated for c in cells if c.model.label == "target"} == {
         "fp32": False, "int8": False, "nf4": True, "fp4": False, "gptq-w4g128": True,
     }  # fmt: skip
+
+
+def test_seeds_make_one_model_per_seed_and_one_group(tmp_path: Path) -> None:
+    """``seeds: [...]`` with ``{seed}`` in the run's folder: one model per seed, one method."""
+    for run in ("npo_s1", "npo_s2", "npo_s3", "ga/7"):
+        (tmp_path / run).mkdir(parents=True)
+    data = {
+        "corpora": {"news": "hub"},
+        "precisions": ["fp32"],
+        "models": [
+            {"label": "target", "role": "target", "pretrained": "t"},
+            {"label": "npo", "role": "method", "mode": "full", "pretrained": "npo_s{seed}",
+             "seeds": [1, 2, 3]},
+            {"label": "ga_{seed}_lora", "role": "method", "pretrained": "t",
+             "adapter": "ga/{seed}", "seeds": [7]},
+        ],
+    }  # fmt: skip
+    models = plan_from_dict(data, tmp_path).models
+    assert [(m.label, m.seed, m.method_name, m.mode_name) for m in models[1:]] == [
+        ("npo_s1", 1, "npo", "full"), ("npo_s2", 2, "npo", "full"), ("npo_s3", 3, "npo", "full"),
+        ("ga_7_lora", 7, "ga_lora", "lora"),
+    ]  # fmt: skip
+    assert [m.pretrained for m in models[1:4]] == [str(tmp_path / f"npo_s{s}") for s in (1, 2, 3)]
+    assert models[4].adapter == str(tmp_path / "ga" / "7")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"seeds": [1, 2]}, "seeds needs {seed} in pretrained or adapter"),
+        ({"seeds": [1, 1], "pretrained": "r{seed}"}, "seeds lists a seed twice"),
+        ({"seeds": "1,2", "pretrained": "r{seed}"}, "seeds must be a list of integers"),
+        ({"seeds": [1], "seed": 1, "pretrained": "r{seed}"}, "seed (one run) or seeds"),
+        ({"sedes": [1]}, "unknown key(s) sedes (did you mean 'seeds'?)"),
+    ],
+)
+def test_bad_seeds_are_refused(change: dict, expected: str, tmp_path: Path) -> None:
+    model = {"label": "npo", "role": "method", "pretrained": "runs/npo"} | change
+    data = {"corpora": {"news": "hub"}, "precisions": ["fp32"], "models": [model]}
+    with pytest.raises(MuseQuantError) as err:
+        plan_from_dict(data, tmp_path)
+    assert expected in str(err.value) and "\n" not in str(err.value)
 
 
 def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:

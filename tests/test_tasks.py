@@ -190,7 +190,7 @@ def test_text_longer_than_context(
         run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2)
     message = one_line_error(e)
     assert "privleak/forget.json record 0" in message and "context_overflow=truncate" in message
-    assert message.startswith("1 of 2 texts are longer than the model's context")
+    assert message.startswith("1 of 4 texts are longer than the model's context")
     results = run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2,
                         model_args={"context_overflow": "truncate"})
     assert 0.0 <= flat_metrics(results)["auc_mink_40"] <= 1.0
@@ -198,6 +198,25 @@ def test_text_longer_than_context(
     (task,) = report["tasks"]  # the forget text (its lowercase is scored as cut, not counted)
     assert report["policy"] == "truncate" and task == f"muse_{CORPUS}_privleak"
     assert report["tasks"][task]["documents"] == 1 and report["tasks"][task]["max_tokens_cut"] > 0
+
+
+def test_limit_takes_n_texts_of_each_privleak_set(
+    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--limit 3 scores the first 3 forget and the first 3 holdout texts, and the AUC is theirs."""
+    from harness_ext.metrics.auc import auc_forget_holdout
+
+    monkeypatch.chdir(tmp_path)
+    results = run_tasks(tiny_world / "models" / "target", tiny_world / "data",
+                        [f"muse_{CORPUS}_privleak"], limit=3, log_samples=True)
+    samples = results["samples"][f"muse_{CORPUS}_privleak"]
+    scored = sorted((s["doc"]["set"], s["doc"]["index"]) for s in samples)
+    assert scored == [(name, i) for name in ("forget", "holdout") for i in range(3)]
+    assert results["n-samples"][f"muse_{CORPUS}_privleak"]["effective"] == 6
+    scores = {name: [s["auc_mink_40"]["score"] for s in samples if s["doc"]["set"] == name]
+              for name in ("forget", "holdout")}
+    auc = auc_forget_holdout(scores["forget"], scores["holdout"])
+    assert flat_metrics(results)["auc_mink_40"] == auc
 
 
 def test_prompt_leaving_no_room_to_generate(

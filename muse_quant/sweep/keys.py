@@ -32,7 +32,7 @@ from muse_quant.sweep.plan import HUB, Cell, Plan
 #: Version of the ``muse_quant`` block (the leaderboard reads schema 1).
 SCHEMA = 1
 #: The model arguments that name the checkpoint (the rest name the precision).
-CHECKPOINT_ARGS = ("pretrained", "adapter", "merge")
+CHECKPOINT_ARGS = ("pretrained", "adapter", "merge", "allow_other_base")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,11 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
     pretrained = str(local.resolve()) if local.is_dir() else model.pretrained
     try:
         opened = open_checkpoint(
-            pretrained, adapter=model.adapter, merge=model.merge, device=device
+            pretrained,
+            adapter=model.adapter,
+            merge=model.merge,
+            device=device,
+            allow_other_base=model.allow_other_base,
         )
         resolved = with_calibration(cell.precision, precision.calibration, opened.weights.folder)
     except MuseQuantError as e:
@@ -90,6 +94,8 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
     model_args: dict[str, Any] = {"pretrained": pretrained}
     if model.adapter:
         model_args |= {"adapter": model.adapter, "merge": model.merge}
+        if model.allow_other_base:
+            model_args["allow_other_base"] = True
     model_args["precision"] = precision.name
     if cell.emulated:
         model_args["emulated"] = True

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from harness_ext.errors import MuseQuantError
+from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.muse_data import CORPORA
 from model_wrappers.loading import check_device
 from model_wrappers.precisions import Precision, resolve_precision
@@ -37,9 +37,13 @@ MODEL_KEYS = (
     "method",
     "mode",
     "seed",
+    "seeds",
+    "allow_other_base",
     "precisions",
     "corpora",
 )
+#: What ``seeds: [...]`` replaces in a model's label, pretrained and adapter.
+SEED_FIELD = "{seed}"
 #: Keys of a precision entry written as a mapping; any other key is a precision option.
 PRECISION_KEYS = ("name", "emulated", "calibration")
 
@@ -71,6 +75,8 @@ class ModelSpec:
     #: The unlearning run's seed: several seeds of one method and mode make a seed group on
     #: the board (mean, worst seed, durability).
     seed: int | None = None
+    #: Apply the adapter to a base other than the one it records (recorded in the provenance).
+    allow_other_base: bool = False
     #: None: the plan's precisions / all of the plan's corpora.
     precisions: tuple[PrecisionSpec, ...] | None = None
     corpora: tuple[str, ...] | None = None
@@ -281,7 +287,11 @@ def plan_from_dict(data: Any, base: Path) -> Plan:
     results = _typed(data.get("results"), str, "results")
     return Plan(
         corpora={str(name): _corpus_source(value, name, base) for name, value in corpora.items()},
-        models=tuple(_model(m, f"models[{i}]", base) for i, m in enumerate(models)),
+        models=tuple(
+            spec
+            for i, entry in enumerate(models)
+            for spec in _seed_models(entry, f"models[{i}]", base)
+        ),
         precisions=_precisions(data.get("precisions", []), "precisions", base),
         options=_options(data.get("options"), base),
         results=None if results is None else Path(_local(results, base)),
@@ -294,6 +304,45 @@ def _corpus_source(value: Any, name: str, base: Path) -> str:
     if value is None:
         raise MuseQuantError(f"corpora.{name}: give a MUSE-layout folder or {HUB}")
     return value if value == HUB else _local(value, base)
+
+
+def _seed_models(data: Any, where: str, base: Path) -> list[ModelSpec]:
+    """A model entry, or with ``seeds: [1, 2, 3]`` one model per seed: ``{seed}`` in its label,
+    pretrained and adapter is replaced by each seed (a label without it gets ``_s<seed>``), and
+    the method defaults to the label without ``{seed}`` (and the separator before it), so the
+    seeds make one group on the board."""
+    data = _mapping(data, where, MODEL_KEYS)
+    if "seeds" not in data:
+        return [_model(data, where, base)]
+    label = _typed(data.get("label"), str, f"{where}.label") or where
+    where = f"model {label!r}"
+    seeds = data["seeds"]
+    if not (
+        isinstance(seeds, list) and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):  # fmt: skip
+        raise MuseQuantError(f"{where}: seeds must be a list of integers, e.g. seeds: [1, 2, 3]")
+    if len(set(seeds)) < len(seeds):
+        raise MuseQuantError(f"{where}: seeds lists a seed twice ({seeds})")
+    if "seed" in data:
+        raise MuseQuantError(f"{where}: give seed (one run) or seeds (several), not both")
+    paths = [k for k in ("pretrained", "adapter") if SEED_FIELD in str(data.get(k) or "")]
+    if not paths:
+        raise MuseQuantError(
+            f"{where}: seeds needs {SEED_FIELD} in pretrained or adapter (each seed's run is its "
+            f"own folder), e.g. pretrained: runs/npo_s{SEED_FIELD}"
+        )
+    method = data.get("method", re.sub(r"[._+-]?\{seed\}", "", label) or label)
+    models = []
+    for seed in seeds:
+        entry = {k: v for k, v in data.items() if k != "seeds"}
+        entry |= {k: str(data[k]).replace(SEED_FIELD, str(seed)) for k in paths}
+        entry["label"] = (
+            label.replace(SEED_FIELD, str(seed)) if SEED_FIELD in label else f"{label}_s{seed}"
+        )
+        entry |= {"seed": seed, "method": method}
+        models.append(_model(entry, f"{where} seed {seed}", base))
+    return models
 
 
 def _model(data: Any, where: str, base: Path) -> ModelSpec:
@@ -319,6 +368,9 @@ def _model(data: Any, where: str, base: Path) -> ModelSpec:
         method=_typed(data.get("method"), str, f"{where}: method"),
         mode=_typed(data.get("mode"), str, f"{where}: mode"),
         seed=_typed(data.get("seed"), int, f"{where}: seed"),
+        allow_other_base=_typed(
+            data.get("allow_other_base", False), bool, f"{where}: allow_other_base"
+        ),
         precisions=None if precisions is None else _precisions(precisions, where, base),
         corpora=None if corpora is None else tuple(corpora),
     )
@@ -381,7 +433,8 @@ def _mapping(data: Any, where: str, allowed: tuple[str, ...] | None = None) -> d
     unknown = sorted(str(k) for k in data if allowed is not None and k not in allowed)
     if unknown:
         raise MuseQuantError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(allowed or ())}"
+            f"{where}: unknown key(s) {', '.join(unknown)}{did_you_mean(unknown[0], allowed or ())}"
+            f"; known: {', '.join(allowed or ())}"
         )
     return data
 
