@@ -1,19 +1,31 @@
-"""Benchmark: the MUSE suite through our lm-eval tasks vs the batch-1 reference loop, one run.
+"""Benchmark: the MUSE suite at MUSE's shape, our lm-eval tasks vs a batch-1 reference, one run.
 
-Prints (1) the wall-clock ratio reference / tasks for the full suite (VerbMem, KnowMem forget and
-retain, PrivLeak) on the same toy-world model, data and machine, each timed from the model folder
-to the final numbers, and the largest difference between the two sets of metrics; (2) Min-K%
-scoring throughput (token statistics of every PrivLeak text and its lowercase, through the muse
-model) against a bare batched forward pass over the same padded batches.
+The data is MUSE-News-shaped (``muse_quant.toyworld.muse_shaped``: MUSE's counts and lengths,
+fictional text); the model a random Llama large enough that compute, not Python, dominates
+(hidden 512, 8 layers, a tokenizer trained on the data and padded to Llama's 32k vocabulary,
+context 4096). Each side runs in a
+fresh process on the same model, data and machine, so each pays its own imports and start-up and
+its peak memory is its own:
 
-    python bench/bench_tasks.py                 # tiny world, target model, batch 64, 1 thread
-    python bench/bench_tasks.py --scale default --model retrain --threads 2
+- ``reference``: tests/reference_muse.py, MUSE's metric code written naively (one ``generate``
+  per prompt, one forward per text, scikit-learn's AUC), importing nothing from muse-quant;
+- ``tasks``: ``lm_eval.simple_evaluate`` over our ``muse_news`` tasks with ``--model muse``.
+
+It prints the wall-clock ratio (reference / tasks), each side's peak resident memory, the largest
+metric difference, and the fixed cost of a ``muse-quant eval`` process (a 1-document task, minus
+the model's own load).
+
+    python bench/bench_tasks.py                       # 16 records per file, batch 16, 1 thread
+    python bench/bench_tasks.py --records 100         # MUSE-News's full counts (about an hour)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,111 +34,166 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC  # noqa: E402
-from muse_quant.toyworld.build import build_world  # noqa: E402
-from tests.muse_run import flat_metrics  # noqa: E402
-from tests.reference_muse import evaluate as reference_evaluate  # noqa: E402
-
 CORPUS = "news"
+GENERATION = ("verbmem_f", "knowmem_f", "knowmem_r")
+BPE_MERGES = 900
 
 
-def run_reference(model_dir: Path, data: Path) -> tuple[dict[str, float], float]:
+def prepare(work: Path, records: int, hidden: int, layers: int, vocab: int) -> tuple[Path, Path]:
+    """The MUSE-shaped data folder and a random Llama with a tokenizer trained on it (reused)."""
+    from muse_quant.toyworld.config import ModelShape
+    from muse_quant.toyworld.muse_shaped import MuseShape, write_muse_shaped
+    from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
+    from muse_quant.toyworld.training import new_llama
+
+    folder = work / f"r{records}-h{hidden}-l{layers}-v{vocab}"
+    data, model = folder / "data", folder / "model"
+    if (model / "config.json").is_file():
+        return data, model
+    write_muse_shaped(data, MuseShape(records=records))
+    texts = [t for s in ("forget", "retain", "holdout") for t in read(data, "privleak", s)]
+    # 900 merges give Llama-2's tokens per character on this text (PrivLeak ~1.8k tokens per
+    # text, VerbMem ~1k per prompt); the model's vocabulary is Llama's 32k, which sets the size
+    # of every vocabulary-wide statistic (ids past the tokenizer's decode to nothing).
+    tokenizer = train_bpe_tokenizer(texts, BPE_MERGES)
+    shape = ModelShape(hidden=hidden, layers=layers, heads=hidden // 64,
+                       intermediate=hidden * 3, vocab=vocab, context=4096)  # fmt: skip
+    llama = new_llama(shape, tokenizer, seed=0)
+    llama.resize_token_embeddings(vocab, mean_resizing=False)
+    llama.save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    return data, model
+
+
+def read(data: Path, config: str, split: str) -> list:
+    return json.loads((data / config / f"{split}.json").read_text(encoding="utf-8"))
+
+
+def side_reference(model_dir: Path, data: Path) -> dict[str, float]:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    start = time.perf_counter()
+    from tests.reference_muse import evaluate
+
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    metrics = reference_evaluate(model, tokenizer, data, PUBLISHED_RETRAIN_AUC[CORPUS])
-    return metrics, time.perf_counter() - start
+    return evaluate(model, tokenizer, data, auc_retrain=0.5)
 
 
-def run_tasks(model_dir: Path, data: Path, batch_size: int) -> tuple[dict[str, float], float]:
+def side_tasks(model_dir: Path, data: Path, batch_size: str, model_args: str) -> dict[str, float]:
     from lm_eval import simple_evaluate
 
     import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
     from muse_quant.lm_eval_tasks import task_manager
+    from tests.muse_run import flat_metrics
 
-    start = time.perf_counter()
     args = {"pretrained": str(model_dir)}
+    args |= dict(kv.split("=", 1) for kv in model_args.split(",") if kv)
     results = simple_evaluate(
         model="muse", model_args=args, tasks=[f"muse_{CORPUS}"], batch_size=batch_size,
         device="cpu", bootstrap_iters=0,
-        task_manager=task_manager({**args, "muse_data": str(data)}),
-    )
-    elapsed = time.perf_counter() - start
-    return flat_metrics(results), elapsed
+        task_manager=task_manager({**args, "muse_data": str(data), "privleak_auc_retrain": 0.5}),
+    )  # fmt: skip
+    return flat_metrics(results)
 
 
-def scoring_throughput(model_dir: Path, data: Path, batch_size: int, repeats: int) -> dict:
-    """Tokens/s of the muse model's token statistics vs ``model(batch)`` on the same batches."""
-    from model_wrappers import MuseLM
+def side_load(model_dir: Path) -> dict[str, float]:
+    """How long loading the model takes once everything is imported (the fixed cost's part that
+    is the model's own)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    lm = MuseLM(pretrained=str(model_dir), batch_size=batch_size, device="cpu")
-    texts = [t for s in ("forget", "holdout")
-             for t in json.loads((data / "privleak" / f"{s}.json").read_text())]
-    seqs = [lm.tokenizer(t)["input_ids"] for t in texts + [t.lower() for t in texts]]
-    seqs.sort(key=len, reverse=True)
-    batches = []
-    for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i : i + batch_size]
-        batch = torch.full((len(chunk), len(chunk[0])), lm.tokenizer.pad_token_id)
-        for row, ids in enumerate(chunk):
-            batch[row, : len(ids)] = torch.tensor(ids)
-        batches.append(batch)
-    tokens = sum(len(s) for s in seqs)
+    start = time.perf_counter()
+    AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    AutoTokenizer.from_pretrained(model_dir)
+    return {"load_s": time.perf_counter() - start}
 
-    def best(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
 
-    def bare() -> None:
-        with torch.no_grad():
-            for batch in batches:
-                lm.model(batch).logits  # noqa: B018 - the forward is the point
+def run_side(args: argparse.Namespace, side: str, *extra: str) -> dict:
+    """One side in a fresh process: its metrics, wall time and peak resident memory."""
+    cmd = [sys.executable, __file__, "--side", side, "--records", str(args.records),
+           "--hidden", str(args.hidden), "--layers", str(args.layers), "--vocab", str(args.vocab),
+           "--batch-size", args.batch_size, "--model-args", args.model_args,
+           "--work", str(args.work), *extra]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"bench: the {side} side failed:\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out | {"wall_s": wall}
 
-    ours = tokens / best(lambda: lm.token_stats(texts, disable_tqdm=True))
-    plain = tokens / best(bare)
-    return {"tokens": tokens, "ours_tok_s": ours, "bare_tok_s": plain, "ratio": ours / plain}
+
+def fixed_cost(args: argparse.Namespace, data: Path, model_dir: Path) -> tuple[float, float]:
+    """Wall time of ``muse-quant eval`` on one KnowMem document, and the model's own load."""
+    cmd = [sys.executable, "-m", "muse_quant", "eval", "--model", "muse",
+           "--model_args", f"pretrained={model_dir}", "--tasks", f"muse_{CORPUS}_knowmem_r",
+           "--metadata", f"muse_data={data}", "--device", "cpu", "--limit", "1",
+           "--output_path", str(args.work / "fixed-cost")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"bench: muse-quant eval --limit 1 failed:\n{done.stderr[-3000:]}")
+    return wall, run_side(args, "load")["load_s"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="tiny", help="toy world scale (tiny, default)")
-    parser.add_argument("--model", default="target", help="target, retrain or base")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--records", type=int, default=16, help="records per file (MUSE: 100)")
+    parser.add_argument("--batch-size", default="16", help="the tasks' batch size (or auto)")
+    parser.add_argument("--model-args", default="", help="more muse model arguments, k=v,...")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (on a shared 2-core box 2 threads can be ~100x slower)")
-    parser.add_argument("--repeats", type=int, default=3, help="throughput: best of N")
+                        help="torch threads of each side (a shared 2-core box wants 1)")
+    parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-muse-shaped")
+    parser.add_argument("--side", choices=("reference", "tasks", "load"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    data, model_dir = prepare(args.work, args.records, args.hidden, args.layers, args.vocab)
+    if args.side is not None:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    world = build_world(scale=args.scale)
-    model_dir, data = world / "models" / args.model, world / "data"
-    print(f"world {world.name}, model {args.model}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
+        torch.set_num_threads(args.threads)
+        start = time.perf_counter()
+        if args.side == "reference":
+            out = side_reference(model_dir, data)
+        elif args.side == "tasks":
+            out = side_tasks(model_dir, data, args.batch_size, args.model_args)
+        else:
+            out = side_load(model_dir)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB
+        print(json.dumps(out | {"eval_s": time.perf_counter() - start, "peak_gb": peak}))
+        return
 
-    ours, t_ours = run_tasks(model_dir, data, args.batch_size)
-    ref, t_ref = run_reference(model_dir, data)
-    diffs = {name: abs(ours[name] - ref[name]) for name in ref}
+    print(f"MUSE-News-shaped data, {args.records} records per file; random Llama hidden "
+          f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; tasks batch "
+          f"{args.batch_size}; {args.threads} thread(s) per side")  # fmt: skip
+    tasks = run_side(args, "tasks")
+    reference = run_side(args, "reference")
+    metrics = [k for k in reference if k not in ("eval_s", "peak_gb", "wall_s")]
+    diffs = {k: abs(tasks[k] - reference[k]) for k in metrics}
     worst = max(diffs, key=diffs.get)
-    generation = max(diffs[m] for m in ("verbmem_f", "knowmem_f", "knowmem_r"))
+    memorization = max(diffs[k] for k in GENERATION)
     aucs = max(v for k, v in diffs.items() if k.startswith("auc_"))
-    ratio = t_ref / t_ours
-    print(f"suite: reference {t_ref:.1f} s, tasks {t_ours:.1f} s, speed ratio {ratio:.1f}x")
+    print(f"suite, whole process: reference {reference['wall_s']:.1f} s, tasks "
+          f"{tasks['wall_s']:.1f} s: {reference['wall_s'] / tasks['wall_s']:.2f}x")
+    print(f"suite, after imports: reference {reference['eval_s']:.1f} s, tasks "
+          f"{tasks['eval_s']:.1f} s: {reference['eval_s'] / tasks['eval_s']:.2f}x")
+    print(f"peak resident memory: reference {reference['peak_gb']:.2f} GB, tasks "
+          f"{tasks['peak_gb']:.2f} GB: {tasks['peak_gb'] / reference['peak_gb']:.2f}x")
     print(f"largest metric difference: {diffs[worst]:.3g} ({worst}); VerbMem/KnowMem "
-          f"{generation:.3g} points, AUCs {aucs:.3g}, privleak {diffs['privleak']:.3g}")
-    for name in ("verbmem_f", "knowmem_f", "knowmem_r", "auc_mink_40", "privleak"):
-        print(f"  {name:12s} tasks {ours[name]:9.4f}  reference {ref[name]:9.4f}")
-
-    tp = scoring_throughput(model_dir, data, args.batch_size, args.repeats)
-    print(f"Min-K% scoring: {tp['ours_tok_s']:.0f} tok/s vs bare batched forward "
-          f"{tp['bare_tok_s']:.0f} tok/s over {tp['tokens']} tokens: {tp['ratio']:.2f}x")
+          f"{memorization:.3g} points, AUCs {aucs:.3g}")
+    for name in (*GENERATION, "auc_mink_40", "auc_mink++_40", "auc_zlib"):
+        print(f"  {name:14s} tasks {tasks[name]:9.4f}  reference {reference[name]:9.4f}")
+    wall, load = fixed_cost(args, data, model_dir)
+    print(f"fixed cost of muse-quant eval (1 KnowMem document): {wall:.1f} s wall, model load "
+          f"{load:.2f} s, the rest {wall - load:.1f} s")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModelForCausalLM
 from safetensors import safe_open
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -193,6 +192,8 @@ class Adapter:
 
     def attach(self, model: nn.Module, base: str) -> Any:
         """``model`` with this adapter loaded unmerged (a ``PeftModelForCausalLM``)."""
+        from peft import PeftModelForCausalLM  # peft (and bitsandbytes with it) loads slowly
+
         self.check_fits(model, base)
         try:
             return PeftModelForCausalLM.from_pretrained(model, str(self.folder), is_trainable=False)

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 #: Values of the ``context_overflow`` model argument.
 CONTEXT_POLICIES = ("error", "truncate")
+#: PrivLeak's scoring batches hold at most this many padded tokens: with a 32k vocabulary the
+#: batch's logits are 8192 x 32000 x 4 bytes = 1 GB in float32 (0.5 GB in bf16), whatever the
+#: batch size or text length.
+MAX_BATCH_TOKENS = 8192
 
 #: lm-eval's own loading arguments: with any of them, lm-eval's loader runs instead of ours.
 LM_EVAL_LOADING = (
@@ -107,8 +111,8 @@ def check_arguments(kwargs: Mapping[str, Any]) -> None:
         raise MuseQuantError(
             f"--model_args: unknown argument {unknown[0]}{did_you_mean(unknown[0], known)}; "
             "the muse model takes lm-eval's hf arguments, adapter, merge, allow_other_base, "
-            "precision and its options, emulated, allow_pickle, calibration, context_overflow "
-            "(docs/precisions.md)"
+            "precision and its options, emulated, allow_pickle, calibration, context_overflow, "
+            "max_batch_tokens (docs/precisions.md)"
         )
 
 
@@ -136,12 +140,22 @@ class MuseLM(HFLM):
         allow_pickle: bool = False,
         calibration: str | None = None,
         allow_other_base: bool = False,
+        max_batch_tokens: int | str = MAX_BATCH_TOKENS,
         **kwargs: Any,
     ) -> None:
         check_arguments(kwargs)
         if context_overflow not in CONTEXT_POLICIES:
             raise MuseQuantError(
                 f"context_overflow={context_overflow}: choose one of {', '.join(CONTEXT_POLICIES)}"
+            )
+        try:
+            self.max_batch_tokens = int(max_batch_tokens)
+        except ValueError:
+            self.max_batch_tokens = 0
+        if self.max_batch_tokens < 1:
+            raise MuseQuantError(
+                f"max_batch_tokens={max_batch_tokens}: a positive number of tokens "
+                f"(default {MAX_BATCH_TOKENS})"
             )
         device = str(kwargs.get("device") or "cpu")
         on_cpu = device.startswith("cpu") or not torch.cuda.is_available()
@@ -325,7 +339,9 @@ class MuseLM(HFLM):
     ) -> list[tuple[Any, Any, Any]]:
         """(log-probs, mu, sigma) per job, as float32 numpy arrays (mu/sigma None if not asked).
 
-        Longest first, so each batch pads little and a memory error shows up at once.
+        Longest first, so each batch pads little and a memory error shows up at once. A batch
+        holds at most ``max_batch_tokens`` padded tokens (at least one text): the logits of a
+        batch, ``rows x width x vocabulary``, are what sets this pass's peak memory.
         """
         order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
         auto = self.batch_size == "auto"
@@ -333,13 +349,17 @@ class MuseLM(HFLM):
         pad = self.tokenizer.pad_token_id
         out: list[Any] = [None] * len(jobs)
         bar = tqdm(total=len(jobs), disable=disable_tqdm or self.rank != 0, desc="MUSE token stats")
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = len(jobs[chunk[0]][0])
+        start = 0
+        while start < len(order):
+            width = len(jobs[order[start]][0])
+            rows = max(1, min(batch_size, self.max_batch_tokens // width))
+            chunk = order[start : start + rows]
+            start += len(chunk)
             batch = torch.full((len(chunk), width), pad, dtype=torch.long)
             for row, j in enumerate(chunk):
                 batch[row, : len(jobs[j][0])] = torch.tensor(jobs[j][0])
-            logits = self._model_call(batch.to(self.device))
+            with torch.no_grad():  # no KV cache: a scoring pass never decodes after it
+                logits = self.model(batch.to(self.device), use_cache=False).logits
             for row, j in enumerate(chunk):
                 ids, moments = jobs[j]
                 n = len(ids)

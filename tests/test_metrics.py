@@ -50,6 +50,23 @@ def test_rouge_l_f1_hand_values(reference: str, candidate: str, expected: float)
     assert rouge_l_f1(reference, candidate) == pytest.approx(expected, abs=1e-12)
 
 
+def test_rouge_l_f1_equals_rouge_score_on_random_texts() -> None:
+    """Our ROUGE-L against ``rouge_score``'s own scorer (what MUSE runs), exactly, on texts of
+    repeated words, case, digits, punctuation, non-ASCII letters and odd whitespace."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(["rougeL"], use_stemmer=False)
+    rng = np.random.default_rng(11)
+    pieces = ["the", "The", "cat", "CATS", "sat", "on", "mat", "19", "x2", "don't", "co-op",
+              "café", "naïve", "İstanbul", "ß", "...", ",", "!", "\n\n", "\t", " ", "Answer:"]
+    for _ in range(2000):
+        texts = [
+            " ".join(rng.choice(pieces, size=rng.integers(0, 40)).tolist()) for _ in range(2)
+        ]
+        expected = scorer.score(texts[0], texts[1])["rougeL"].fmeasure
+        assert rouge_l_f1(texts[0], texts[1]) == expected, texts
+
+
 def test_rouge_l_f1_is_a_fraction_not_a_percentage() -> None:
     assert rouge_l_f1("same words here", "same words here") == 1.0
 

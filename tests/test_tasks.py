@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from muse_run import flat_metrics, run_tasks
@@ -243,3 +244,35 @@ def test_yaml_lists_every_attack() -> None:
     config = muse_tasks()[f"muse_{CORPUS}_privleak"]
     listed = {m["metric"] for m in config["metric_list"]}
     assert listed == {f"auc_{name}" for name in ATTACKS} | {"privleak"}
+
+
+def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
+    tiny_world: Path,
+) -> None:
+    """PrivLeak's scoring batches never hold more than ``max_batch_tokens`` padded tokens (one
+    text at least), and the statistics are those of one text per batch."""
+    from model_wrappers.muse_lm import MuseLM
+
+    target = str(tiny_world / "models" / "target")
+    texts = json.loads((tiny_world / "data" / "privleak" / "forget.json").read_text())[:12]
+    stats, shapes = {}, {}
+    for limit in (1, 300, 100000):
+        lm = MuseLM(pretrained=target, batch_size=64, device="cpu", max_batch_tokens=limit)
+        seen: list[tuple[int, int]] = []
+        lm.model.register_forward_hook(lambda _m, args, _o: seen.append(tuple(args[0].shape)))
+        stats[limit] = lm.token_stats(texts, disable_tqdm=True)
+        shapes[limit] = seen
+    assert all(rows == 1 for rows, _ in shapes[1])
+    assert all(rows * width <= 300 or rows == 1 for rows, width in shapes[300])
+    assert 1 < len(shapes[300]) < len(shapes[1]) and len(shapes[100000]) == 1
+    for limit in (300, 100000):
+        for ours, alone in zip(stats[limit], stats[1], strict=True):
+            for field in ("logprobs", "mu", "sigma", "lowercase_logprobs"):
+                assert np.abs(getattr(ours, field) - getattr(alone, field)).max() <= 1e-5
+
+
+def test_max_batch_tokens_must_be_a_positive_count(tiny_world: Path) -> None:
+    from model_wrappers.muse_lm import MuseLM
+
+    with pytest.raises(MuseQuantError, match="max_batch_tokens=0: a positive number of tokens"):
+        MuseLM(pretrained=str(tiny_world / "models" / "target"), max_batch_tokens="0")
