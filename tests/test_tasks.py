@@ -258,10 +258,9 @@ def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
     stats, shapes = {}, {}
     for limit in (1, 300, 100000):
         lm = MuseLM(pretrained=target, batch_size=64, device="cpu", max_batch_tokens=limit)
-        seen: list[tuple[int, int]] = []
-        lm.model.register_forward_hook(lambda _m, args, _o: seen.append(tuple(args[0].shape)))
+        shapes[limit] = seen = []
+        lm.model.register_forward_hook(lambda _m, args, _o, seen=seen: seen.append(args[0].shape))
         stats[limit] = lm.token_stats(texts, disable_tqdm=True)
-        shapes[limit] = seen
     assert all(rows == 1 for rows, _ in shapes[1])
     assert all(rows * width <= 300 or rows == 1 for rows, width in shapes[300])
     assert 1 < len(shapes[300]) < len(shapes[1]) and len(shapes[100000]) == 1
