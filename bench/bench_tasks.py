@@ -34,39 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
+from bench.shaped import shaped_work  # noqa: E402
+from muse_quant.toyworld.config import ModelShape  # noqa: E402
+
 CORPUS = "news"
 GENERATION = ("verbmem_f", "knowmem_f", "knowmem_r")
-BPE_MERGES = 900
-
-
-def prepare(work: Path, records: int, hidden: int, layers: int, vocab: int) -> tuple[Path, Path]:
-    """The MUSE-shaped data folder and a random Llama with a tokenizer trained on it (reused)."""
-    from muse_quant.toyworld.config import ModelShape
-    from muse_quant.toyworld.muse_shaped import MuseShape, write_muse_shaped
-    from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
-    from muse_quant.toyworld.training import new_llama
-
-    folder = work / f"r{records}-h{hidden}-l{layers}-v{vocab}"
-    data, model = folder / "data", folder / "model"
-    if (model / "config.json").is_file():
-        return data, model
-    write_muse_shaped(data, MuseShape(records=records))
-    texts = [t for s in ("forget", "retain", "holdout") for t in read(data, "privleak", s)]
-    # 900 merges give Llama-2's tokens per character on this text (PrivLeak ~1.8k tokens per
-    # text, VerbMem ~1k per prompt); the model's vocabulary is Llama's 32k, which sets the size
-    # of every vocabulary-wide statistic (ids past the tokenizer's decode to nothing).
-    tokenizer = train_bpe_tokenizer(texts, BPE_MERGES)
-    shape = ModelShape(hidden=hidden, layers=layers, heads=hidden // 64,
-                       intermediate=hidden * 3, vocab=vocab, context=4096)  # fmt: skip
-    llama = new_llama(shape, tokenizer, seed=0)
-    llama.resize_token_embeddings(vocab, mean_resizing=False)
-    llama.save_pretrained(model)
-    tokenizer.save_pretrained(model)
-    return data, model
-
-
-def read(data: Path, config: str, split: str) -> list:
-    return json.loads((data / config / f"{split}.json").read_text(encoding="utf-8"))
 
 
 def side_reference(model_dir: Path, data: Path) -> dict[str, float]:
@@ -155,7 +127,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-muse-shaped")
     parser.add_argument("--side", choices=("reference", "tasks", "load"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    data, model_dir = prepare(args.work, args.records, args.hidden, args.layers, args.vocab)
+    shape = ModelShape(hidden=args.hidden, layers=args.layers, heads=args.hidden // 64,
+                       intermediate=args.hidden * 3, vocab=args.vocab, context=4096)  # fmt: skip
+    data, model_dir = shaped_work(args.work, args.records, shape)
     if args.side is not None:
         import torch
 

@@ -2,7 +2,8 @@
 
 ``RESULTS/<label>/<corpus>/<precision>/results.json`` (with ``scores.json``, see
 :mod:`harness_ext.doc_scores`) per cell; ``RESULTS/sweep-plan.json`` lists the cells of the plan
-last run into the folder; ``RESULTS/.pruned/`` holds the cells ``--prune`` moved aside.
+last run into the folder; ``RESULTS/.pruned/`` holds the cells ``--prune`` moved aside;
+``RESULTS/.locks/<label>/<corpus>/<precision>.lock`` is the lock of the process writing a cell.
 """
 
 RESULTS_FILE = "results.json"
@@ -10,3 +11,5 @@ RESULTS_FILE = "results.json"
 PLAN_RECORD, PLAN_RECORD_KIND = "sweep-plan.json", "muse-quant sweep plan"
 #: Where ``--prune`` moves the cells a plan no longer names (the leaderboard skips it).
 PRUNED = ".pruned"
+#: Per-cell locks (harness_ext.locks): one writer per cell, whichever process or machine.
+LOCKS = ".locks"

@@ -49,6 +49,12 @@ from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import Precision, all_precision_options
+from model_wrappers.prefix_cache import (
+    MIN_SHARED_TOKENS,
+    PrefixCache,
+    move_padding_after,
+    shared_prefix_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +118,7 @@ def check_arguments(kwargs: Mapping[str, Any]) -> None:
             f"--model_args: unknown argument {unknown[0]}{did_you_mean(unknown[0], known)}; "
             "the muse model takes lm-eval's hf arguments, adapter, merge, allow_other_base, "
             "precision and its options, emulated, allow_pickle, calibration, context_overflow, "
-            "max_batch_tokens (docs/precisions.md)"
+            "max_batch_tokens, prefix_cache (docs/precisions.md)"
         )
 
 
@@ -141,6 +147,7 @@ class MuseLM(HFLM):
         calibration: str | None = None,
         allow_other_base: bool = False,
         max_batch_tokens: int | str = MAX_BATCH_TOKENS,
+        prefix_cache: bool = True,
         **kwargs: Any,
     ) -> None:
         check_arguments(kwargs)
@@ -200,6 +207,9 @@ class MuseLM(HFLM):
         else:
             super().__init__(pretrained, dtype=dtype, **kwargs)
         self.context_overflow = context_overflow
+        #: The shared prompt prefix of generation batches (KnowMem's in-context pairs), computed
+        #: once; None when ``prefix_cache=false``.
+        self.prefix_cache = PrefixCache() if bool(prefix_cache) else None
         #: Per task, the tokens cut from each truncated document since the last report.
         self.truncated: dict[str | None, list[int]] = {}
 
@@ -253,7 +263,8 @@ class MuseLM(HFLM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """lm-eval's batched greedy generation, after the context-length check: every prompt
         that leaves no room for its new tokens is counted (the error names how many, and the
-        longest; ``truncate`` records how much lm-eval cut from each)."""
+        longest; ``truncate`` records how much lm-eval cut from each). With the prefix cache,
+        each task's prompts are batched apart, so that a batch shares its task's prefix."""
         overflows = []
         for req in requests:
             context, gen_kwargs = req.args[0], req.args[1]
@@ -273,7 +284,32 @@ class MuseLM(HFLM):
             )
         for cut, _, _, req in overflows:
             self.truncated.setdefault(req.task_name, []).append(cut)
-        return super().generate_until(requests, disable_tqdm)
+        by_task: dict[str | None, list[int]] = {}
+        for i, req in enumerate(requests):
+            by_task.setdefault(req.task_name, []).append(i)
+        if self.prefix_cache is None or len(by_task) == 1:
+            return super().generate_until(requests, disable_tqdm)
+        # One task at a time, so that a batch's prompts share their task's in-context prefix.
+        out: list[str] = [""] * len(requests)
+        for indices in by_task.values():
+            texts = super().generate_until([requests[i] for i in indices], disable_tqdm)
+            for i, text in zip(indices, texts, strict=True):
+                out[i] = text
+        return out
+
+    def _model_generate(
+        self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any
+    ) -> torch.Tensor:
+        """lm-eval's generation, with a prefix every row shares computed once (prefix_cache)."""
+        mask = kwargs.get("attention_mask")
+        if self.prefix_cache is None or mask is None or self.backend != "causal":
+            return super()._model_generate(context, max_length, stop, **kwargs)
+        shared = shared_prefix_length(context, mask)
+        if shared < MIN_SHARED_TOKENS:
+            return super()._model_generate(context, max_length, stop, **kwargs)
+        context, kwargs["attention_mask"] = move_padding_after(context, mask, shared)
+        cache = self.prefix_cache.for_batch(self.model, context[0, :shared], len(context))
+        return super()._model_generate(context, max_length, stop, past_key_values=cache, **kwargs)
 
     # ------------------------------------------------------------------ the per-token path
 

@@ -42,7 +42,7 @@ from muse_quant.sweep import (
     plan_jobs,
     run_sweep,
 )
-from muse_quant.sweep.runner import _TaskSet
+from muse_quant.sweep.cell import TaskSet
 
 #: The cells of the resumed sweep's plan, in the order it runs them.
 CELLS = [
@@ -126,7 +126,7 @@ def swept(tiny_world: Path, books: Path, tmp_path_factory: pytest.TempPathFactor
         counting(monkeypatch, Checkpoint, "open")  # check and hash a checkpoint's files
         counting(monkeypatch, AutoModelForCausalLM, "from_pretrained")  # read weights from disk
         counting(monkeypatch, MuseLM, "create_from_arg_obj")  # build a model at a precision
-        counting(monkeypatch, _TaskSet, "build")  # build a corpus's lm-eval tasks
+        counting(monkeypatch, TaskSet, "build")  # build a corpus's lm-eval tasks
         paths = run_sweep(plan, plan.results, progress=False)
     assert [p.relative_to(plan.results).parts[:3] for p in paths] == SWEPT
     return plan.results
@@ -174,7 +174,7 @@ def test_sweep_does_shared_work_once(swept: Path) -> None:
         "Checkpoint.open": 2,
         "AutoModelForCausalLM.from_pretrained": 2,
         "MuseLM.create_from_arg_obj": 4,
-        "_TaskSet.build": 2,
+        "TaskSet.build": 2,
     }
 
 
@@ -491,3 +491,140 @@ def test_cells_an_edited_plan_no_longer_names_are_reported_and_pruned(
     capfd.readouterr()
     assert main(["leaderboard", str(results), "--out", str(tmp_path / "board")]) == 0
     assert "NOT ONE PLAN" not in capfd.readouterr().err
+
+
+def test_two_sweeps_on_one_results_folder_run_each_cell_once(
+    swept: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    """Two ``muse-quant sweep`` processes at once on one folder: each cell is evaluated by
+    exactly one of them (counted from both consoles), the other leaves it or waits for it, and
+    every result equals the single uninterrupted sweep's."""
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    results = tmp_path / "results"
+    first, second = start_sweep(plan), start_sweep(plan)
+    errs = []
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        errs.append(err)
+    for label, corpus, precision in CELLS:
+        line = f"{label} / {corpus} / {precision}: "
+        ran = [row for err in errs for row in err.splitlines()
+               if row.startswith("[") and line in row]  # "[k/n] cell: seconds", once it ran
+        assert len(ran) == 1, (line, errs)
+        path = results / label / corpus / precision / "results.json"
+        assert read(path)["results"] == read(swept / path.relative_to(results))["results"]
+    assert any("another process" in err for err in errs)
+    assert leftovers(results) == []
+
+
+def test_a_cell_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    """The OS drops a dead process's lock: the next process holds it at once."""
+    from harness_ext.locks import try_lock
+
+    lock = tmp_path / ".locks" / "m" / "news" / "nf4.lock"
+    script = (
+        "import time\nfrom harness_ext.locks import try_lock\n"
+        f"with try_lock({str(lock)!r}) as mine:\n"
+        "    print(mine, flush=True)\n    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "True"
+    with try_lock(lock) as mine:
+        assert not mine  # held by the living process
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with try_lock(lock) as mine:
+        assert mine
+
+
+def test_a_shared_cache_entry_is_computed_once_by_concurrent_processes(tmp_path: Path) -> None:
+    """Two processes needing one GPTQ cache entry at once: one computes it, the other waits and
+    reads it (``cached_checkpoint``, the function the GPTQ precision caches through)."""
+    script = (
+        "import os, sys, time\n"
+        "from model_wrappers.precisions.gptq import cached_checkpoint\n"
+        "def write(folder):\n"
+        "    with open(sys.argv[1], 'a') as f: f.write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(3)\n"
+        "    (folder / 'model.safetensors').write_text('weights')\n"
+        "folder, hit = cached_checkpoint({'weights': 'same'}, write)\n"
+        "print(hit, (folder / 'model.safetensors').read_text())\n"
+    )
+    calls = tmp_path / "calls"
+    env = os.environ | {"MUSE_QUANT_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(calls)], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outs = sorted(proc.communicate(timeout=120)[0].split() for proc in procs)
+    assert outs == [["False", "weights"], ["True", "weights"]]
+    assert len(calls.read_text().split()) == 1
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray cluster of two worker nodes, one CPU each (Ray's own test utility)."""
+    from ray.cluster_utils import Cluster
+
+    small = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args=small)
+    cluster.add_node(**small)
+    yield cluster
+    cluster.shutdown()
+
+
+def ray_cells(results: Path) -> dict[tuple[str, ...], dict]:
+    return {
+        cell: read(results / Path(*cell) / "results.json") for cell in CELLS
+    }
+
+
+def test_a_sweep_on_a_two_node_ray_cluster_equals_the_local_one(
+    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every cell a Ray task, spread over both nodes: the same metrics and cell keys as the
+    local executor's, one line per cell naming its node."""
+    plan = write_plan(tmp_path, plan_data(tiny_world) | {"options": plan_data(tiny_world)[
+        "options"] | {"executor": "ray", "ray_address": ray_cluster.address}})  # fmt: skip
+    assert main(["sweep", str(plan)]) == 0
+    err = capfd.readouterr().err
+    assert "ray: 4 cell(s) on 2 node(s)" in err
+    nodes = {line.split(" on ")[1].split(",")[0] for line in err.splitlines()
+             if line.startswith("[") and " on " in line}  # fmt: skip
+    assert len(nodes) == 2, err
+    for cell, data in ray_cells(tmp_path / "results").items():
+        local = read(swept / Path(*cell) / "results.json")
+        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
+    assert leftovers(tmp_path / "results") == []
+
+
+def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
+    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster
+) -> None:
+    """SIGKILL of the worker process running a cell: Ray runs the cell again elsewhere (the
+    dead worker's lock is free), the sweep finishes, and every result equals the local run's."""
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    results = tmp_path / "results"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "muse_quant", "sweep", str(plan), "--executor", "ray",
+         "--ray-address", ray_cluster.address],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(results.rglob("*.building-*")):  # a cell is being written
+        assert time.monotonic() < deadline and proc.poll() is None, "no cell started"
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-f", "ray::_run_cell"], capture_output=True, text=True)
+    pid = int(workers.stdout.split()[0])
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"[{len(CELLS)}/{len(CELLS)}]" in err
+    for cell, data in ray_cells(results).items():
+        local = read(swept / Path(*cell) / "results.json")
+        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
+    assert leftovers(results) == []

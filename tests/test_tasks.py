@@ -275,3 +275,46 @@ def test_max_batch_tokens_must_be_a_positive_count(tiny_world: Path) -> None:
 
     with pytest.raises(MuseQuantError, match="max_batch_tokens=0: a positive number of tokens"):
         MuseLM(pretrained=str(tiny_world / "models" / "target"), max_batch_tokens="0")
+
+
+def test_a_shared_prefix_is_found_and_the_padding_moved_after_it() -> None:
+    from model_wrappers.prefix_cache import move_padding_after, shared_prefix_length
+
+    pad = 0
+    context = torch.tensor([[0, 0, 5, 6, 7, 8, 9], [5, 6, 7, 8, 3, 4, 2], [0, 5, 6, 7, 8, 1, 2]])
+    mask = (context != pad).long()
+    assert shared_prefix_length(context, mask) == 4  # 5 6 7 8, then the rows differ
+    moved, moved_mask = move_padding_after(context, mask, 4)
+    assert moved.tolist() == [[5, 6, 7, 8, 0, 0, 9], [5, 6, 7, 8, 3, 4, 2], [5, 6, 7, 8, 0, 1, 2]]
+    assert moved_mask.tolist() == [[1, 1, 1, 1, 0, 0, 1], [1] * 7, [1, 1, 1, 1, 0, 1, 1]]
+    same = torch.tensor([[0, 5, 6, 7], [5, 6, 7, 8]])
+    assert shared_prefix_length(same, (same != pad).long()) == 2  # each row keeps a token
+
+
+@pytest.mark.parametrize("batch_size", [64, 5])
+def test_knowmem_with_the_prefix_cache_generates_what_it_generates_without(
+    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, batch_size: int
+) -> None:
+    """The in-context prefix computed once (reused across batches at batch 5) changes no
+    generation: every response is the one computed from the whole prompt."""
+    from model_wrappers.prefix_cache import PrefixCache
+
+    monkeypatch.chdir(tmp_path)
+    computed, for_batch = [], PrefixCache.for_batch
+
+    def counting(self: PrefixCache, model: object, prefix: torch.Tensor, rows: int) -> object:
+        computed.append(len(prefix))
+        return for_batch(self, model, prefix, rows)
+
+    monkeypatch.setattr(PrefixCache, "for_batch", counting)
+    responses = {}
+    for cached in (False, True):
+        results = run_tasks(tiny_world / "models" / "target", tiny_world / "data",
+                            [f"muse_{CORPUS}_knowmem_f", f"muse_{CORPUS}_knowmem_r"],
+                            batch_size=batch_size, log_samples=True,
+                            model_args={"prefix_cache": cached})  # fmt: skip
+        responses[cached] = {task: [s["resps"] for s in samples]
+                             for task, samples in results["samples"].items()}  # fmt: skip
+    assert responses[True] == responses[False]
+    assert all(len(r) > 10 for r in responses[True].values())
+    assert computed and min(computed) >= 32  # the cache was used, for the in-context pairs

@@ -21,6 +21,7 @@ from torch import nn
 from harness_ext.cache import cache_root
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import staged_dir
+from harness_ext.locks import wait_lock
 from model_wrappers.precisions.emulation import check_group_size
 from model_wrappers.precisions.registry import (
     COMPUTE_DTYPE,
@@ -89,15 +90,23 @@ def cached_checkpoint(key: dict[str, Any], write: Callable[[Path], None]) -> tup
     """The folder cached under ``key`` (written by ``write`` on a miss) and whether it was a hit.
 
     A miss writes into a staged folder published whole, so an interrupted write never leaves a
-    half checkpoint behind; two writers racing keep the first complete one.
+    half checkpoint behind. The entry's lock makes it one computation across processes and
+    machines sharing the cache: a second process needing it waits, then reads the first's.
     """
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_root() / "quantized" / digest
     if (folder / KEY_FILE).is_file():
         return folder, True
-    with staged_dir(folder, replace=False) as tmp:
-        write(tmp)
-        (tmp / KEY_FILE).write_text(json.dumps(key, indent=1, sort_keys=True))
+
+    def note(seconds: float) -> None:
+        log.warning("waiting for another process quantizing %s (%.0f s)", folder, seconds)
+
+    with wait_lock(folder.with_name(f"{folder.name}.lock"), note):
+        if (folder / KEY_FILE).is_file():  # the process we waited for wrote it
+            return folder, True
+        with staged_dir(folder, replace=False) as tmp:
+            write(tmp)
+            (tmp / KEY_FILE).write_text(json.dumps(key, indent=1, sort_keys=True))
     return folder, False
 
 

@@ -46,14 +46,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar or per-cell lines on stderr"
     )
+    p.add_argument(
+        "--executor",
+        help="local: one cell after another here (default); ray: one Ray task per cell",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="with --executor ray: auto or HOST:PORT of a running cluster (default: start a "
+        "local Ray runtime)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # The sweep loads torch and lm-eval.
     from muse_quant.sweep import format_cells, load_plan, plan_jobs, run_sweep, summary_table
+    from muse_quant.sweep.plan import with_executor
 
     plan = load_plan(args.plan)
+    if args.executor or args.ray_address:
+        plan = with_executor(plan, args.executor, args.ray_address)
     results = args.results or plan.results
     if results is None:
         raise MuseQuantError(f"plan {args.plan}: no results folder; add results: DIR or --results")

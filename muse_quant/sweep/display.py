@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -75,13 +75,30 @@ class Display:
         print(f"{_cell_line(job)}: running", file=self.sink, flush=True)
         self.bar.set_postfix_str(job.cell.name)
 
-    def finished(self, job: Job, seconds: float) -> None:
+    def waiting(self, job: Job) -> Callable[[float], None]:
+        """What to say while waiting for another process's cell."""
+
+        def note(seconds: float) -> None:
+            self.say(f"{_cell_line(job)}: waiting for the process running it ({seconds:.0f} s)")
+
+        return note
+
+    def elsewhere(self, job: Job, note: str) -> None:
+        """A cell another process holds or finished: counted once it is finished."""
+        if note == "finished by another process":
+            self.done += 1
+            self.bar.update(1)
+        self.say(f"{_cell_line(job)}: {note}")
+
+    def finished(self, job: Job, seconds: float, where: str | None = None) -> None:
+        """A cell this sweep ran: ``where`` names the node that ran it (Ray)."""
         self.done += 1
         self.seconds.append(seconds)
         left = self.total - self.done
         eta = sum(self.seconds) / len(self.seconds) * left
-        estimate = f", about {eta:.0f} s left" if left else ""
-        self.say(f"[{self.done}/{self.total}] {_cell_line(job)}: {seconds:.1f} s{estimate}")
+        estimate = f", {left} left (about {eta:.0f} s)" if left else ""
+        on = f" on {where}" if where else ""
+        self.say(f"[{self.done}/{self.total}] {_cell_line(job)}: {seconds:.1f} s{on}{estimate}")
         self.bar.update(1)
 
 

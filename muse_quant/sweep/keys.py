@@ -44,6 +44,8 @@ class Job:
 
     cell: Cell
     folder: Path
+    #: The lock the cell's writer holds (``Cell.lock``).
+    lock: Path
     precision: Precision
     model_args: dict[str, Any]
     metadata: dict[str, Any]
@@ -54,6 +56,11 @@ class Job:
     @property
     def path(self) -> Path:
         return self.folder / RESULTS_FILE
+
+    def finished_now(self) -> bool:
+        """Whether the cell is finished on disk now (another process may have finished it
+        since the plan was keyed)."""
+        return _written_by(self.path, self.identity)
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the ``muse`` model is built from: the checkpoint and the resolved precision."""
@@ -149,6 +156,7 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
     return Job(
         cell=cell,
         folder=folder,
+        lock=cell.lock(results_dir),
         precision=resolved,
         model_args=model_args,
         metadata=metadata,

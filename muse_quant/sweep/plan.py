@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import yaml
 
 from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.muse_data import CORPORA
+from harness_ext.results_layout import LOCKS
 from model_wrappers.loading import check_device
 from model_wrappers.precisions import Precision, resolve_precision
 
@@ -45,7 +46,8 @@ MODEL_KEYS = (
 #: What ``seeds: [...]`` replaces in a model's label, pretrained and adapter.
 SEED_FIELD = "{seed}"
 #: Keys of a precision entry written as a mapping; any other key is a precision option.
-PRECISION_KEYS = ("name", "emulated", "calibration")
+PRECISION_KEYS = ("name", "emulated", "calibration", "num_cpus", "num_gpus")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class PrecisionSpec:
     calibration: str | None = None
     #: Precision options such as ``double_quant`` or ``damp_percent``.
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: What one cell at this precision asks of a Ray cluster (None: one GPU on CUDA, else one
+    #: CPU); the local executor ignores them.
+    num_cpus: float | None = None
+    num_gpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,10 @@ class SweepOptions:
     bootstrap_iters: int = 100000
     #: Also write lm-eval's per-sample files (``samples_<task>.jsonl``) next to each result.
     log_samples: bool = False
+    #: ``local`` (one cell after another in this process) or ``ray`` (docs/sweep.md).
+    executor: str = "local"
+    #: Ray only: None starts a local runtime; ``auto`` or ``HOST:PORT`` joins a cluster.
+    ray_address: str | None = None
 
     @property
     def resolved_device(self) -> str:
@@ -142,6 +152,11 @@ class Cell:
 
     def folder(self, results_dir: Path) -> Path:
         return results_dir / self.model.label / self.corpus / self.precision.name
+
+    def lock(self, results_dir: Path) -> Path:
+        """The lock its writer holds (:mod:`harness_ext.locks`), outside the cell's folder,
+        which is replaced whole."""
+        return results_dir / LOCKS / self.model.label / self.corpus / f"{self.precision.name}.lock"
 
 
 @dataclass(frozen=True)
@@ -395,6 +410,8 @@ def _precisions(data: Any, where: str, base: Path) -> tuple[PrecisionSpec, ...]:
                 emulated=_typed(item.get("emulated"), bool, f"{where}: {name} emulated"),
                 calibration=None if calibration is None else _local(calibration, base, True),
                 options={k: v for k, v in item.items() if k not in PRECISION_KEYS},
+                num_cpus=_resource(item.get("num_cpus"), f"{where}: {name} num_cpus"),
+                num_gpus=_resource(item.get("num_gpus"), f"{where}: {name} num_gpus"),
             )
         )
     return tuple(specs)
@@ -424,7 +441,38 @@ def _options(data: Any, base: Path) -> SweepOptions:
             "options: bootstrap_iters",
         ),
         log_samples=_typed(data.get("log_samples", False), bool, "options: log_samples"),
+        executor=_executor(data.get("executor", "local")),
+        ray_address=_typed(data.get("ray_address"), str, "options: ray_address"),
     )
+
+
+def with_executor(plan: Plan, executor: str | None, address: str | None) -> Plan:
+    """The plan with the command line's ``--executor`` / ``--ray-address`` (checked)."""
+    executor = _executor(executor or plan.options.executor)
+    if address is not None and executor != "ray":
+        raise MuseQuantError("--ray-address is for --executor ray (or executor: ray in the plan)")
+    options = replace(
+        plan.options, executor=executor, ray_address=address or plan.options.ray_address
+    )
+    return replace(plan, options=options)
+
+
+def _executor(value: Any) -> str:
+    if value not in EXECUTORS:
+        raise MuseQuantError(
+            f"options: executor={value!r}{did_you_mean(str(value), EXECUTORS)}; executors are "
+            f"{', '.join(EXECUTORS)}"
+        )
+    return str(value)
+
+
+def _resource(value: Any, where: str) -> float | None:
+    """A Ray resource amount: None, or a number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise MuseQuantError(f"{where}: expected a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _mapping(data: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -20,18 +20,15 @@ import gc
 import itertools
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from harness_ext.doc_scores import write_doc_scores
 from harness_ext.errors import MuseQuantError
-from harness_ext.files import check_writable, staged_dir, write_text_atomic
-from harness_ext.results_layout import PLAN_RECORD, PRUNED, RESULTS_FILE
+from harness_ext.files import check_writable, write_text_atomic
+from harness_ext.results_layout import PLAN_RECORD, PRUNED
 from model_wrappers.loading import reusing_checkpoints
 from model_wrappers.muse_lm import MuseLM
 from muse_quant.lm_eval_patches import environment_report_once
-from muse_quant.lm_eval_tasks import task_manager
+from muse_quant.sweep.cell import TaskSet, cell_lock, evaluate_cell
 from muse_quant.sweep.display import LOG_FILE, Display
 from muse_quant.sweep.keys import (
     Job,
@@ -42,8 +39,6 @@ from muse_quant.sweep.keys import (
     stale_cells,
 )
 from muse_quant.sweep.plan import Plan, SweepOptions
-
-MUSE_MODEL = "muse"
 
 
 def run_sweep(
@@ -90,10 +85,25 @@ def run_sweep(
                     f"(e.g. {stale[0].relative_to(results_dir)}); the leaderboard warns about "
                     "them: muse-quant sweep --prune moves them to .pruned/"
                 )
-            task_sets: dict[tuple[str, str], _TaskSet] = {}
             todo = [job for job in jobs if not job.finished]
-            for _, group in itertools.groupby(todo, key=_checkpoint_and_precision):
-                _run_group(list(group), plan.options, task_sets, display)
+            if plan.options.executor == "ray" and todo:
+                from muse_quant.sweep.ray_executor import run_on_ray  # Ray loads slowly
+
+                failed = run_on_ray(todo, plan.options, display)
+                if failed:
+                    raise MuseQuantError(
+                        f"{len(failed)} cell(s) failed on Ray, every other cell is finished; "
+                        f"run the sweep again to retry them: {'; '.join(failed)}"
+                    )
+                return [job.path for job in jobs]
+            task_sets: dict[tuple[str, str], TaskSet] = {}
+            # Cells another process holds are left to it, then waited for: run here only if
+            # that process ended without finishing them.
+            for wait in (False, True):
+                held = []
+                for _, group in itertools.groupby(todo, key=_checkpoint_and_precision):
+                    held += _run_group(list(group), plan.options, task_sets, display, wait)
+                todo = held
     return [job.path for job in jobs]
 
 
@@ -104,104 +114,38 @@ def _checkpoint_and_precision(job: Job) -> tuple[str, str]:
 def _run_group(
     jobs: list[Job],
     options: SweepOptions,
-    task_sets: dict[tuple[str, str], _TaskSet],
+    task_sets: dict[tuple[str, str], TaskSet],
     display: Display,
-) -> None:
-    """One model at one precision on each of its corpora: the model is built once."""
-    lm = None
+    wait: bool,
+) -> list[Job]:
+    """One model at one precision on each of its corpora: the model is built once. Each cell
+    runs under its lock; a cell another process holds is returned (``wait=False``) or waited for
+    (``wait=True``), and one that process finished is not run again."""
+    lm, held = None, []
     for job in jobs:
-        started = time.perf_counter()
-        display.started(job)
-        key = (job.cell.corpus, job.tokenizer_id)
-        if key not in task_sets:
-            task_sets[key] = _TaskSet.build(job.cell.corpus, job.metadata)
-        if lm is None:
-            lm = MuseLM.create_from_arg_obj(
-                job.model_kwargs(), {"batch_size": options.batch_size, "device": job.cell.device}
-            )
-        _evaluate(job, lm, task_sets[key], options)
-        display.finished(job, time.perf_counter() - started)
+        with cell_lock(job, wait, display.waiting(job)) as mine:
+            if not mine:
+                display.elsewhere(job, "another process is running it; left to it")
+                held.append(job)
+                continue
+            if job.finished_now():
+                display.elsewhere(job, "finished by another process")
+                continue
+            started = time.perf_counter()
+            display.started(job)
+            key = (job.cell.corpus, job.tokenizer_id)
+            if key not in task_sets:
+                task_sets[key] = TaskSet.build(job.cell.corpus, job.metadata)
+            if lm is None:
+                lm = MuseLM.create_from_arg_obj(
+                    job.model_kwargs(),
+                    {"batch_size": options.batch_size, "device": job.cell.device},
+                )
+            evaluate_cell(job, lm, task_sets[key], options)
+            display.finished(job, time.perf_counter() - started)
     del lm
     gc.collect()
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@dataclass(frozen=True)
-class _TaskSet:
-    """A corpus's lm-eval tasks (the ``muse_<corpus>`` group), built once and reused.
-
-    lm-eval rebuilds a task's requests on every ``evaluate`` and keeps no answer in the task, so
-    one set serves many models; only the task ``metadata`` lm-eval records is set per cell, to
-    what a fresh run of that cell records (its own model arguments).
-    """
-
-    manager: Any
-    group: Any
-    tasks: dict[str, Any]
-    #: Per task, the metadata lm-eval and the YAML put there (version, config_source).
-    own_metadata: dict[str, dict[str, Any]]
-
-    @classmethod
-    def build(cls, corpus: str, metadata: dict[str, Any]) -> _TaskSet:
-        manager = task_manager(metadata)
-        loaded = manager.load([f"muse_{corpus}"])
-        own = {
-            name: {k: v for k, v in task.config.metadata.items() if k not in metadata}
-            for name, task in loaded["tasks"].items()
-        }
-        return cls(manager, loaded["groups"][f"muse_{corpus}"], loaded["tasks"], own)
-
-    def record(self, metadata: dict[str, Any]) -> None:
-        for name, task in self.tasks.items():
-            task.config.metadata = {**self.own_metadata[name], **metadata}
-
-
-def _evaluate(job: Job, lm: Any, tasks: _TaskSet, options: SweepOptions) -> None:
-    """Run one cell into a staged folder published whole: results.json, the per-document
-    scores (scores.json) and, if asked, one samples file per task; a previous result of the
-    cell is replaced only by a complete one."""
-    from lm_eval import simple_evaluate  # lm-eval's evaluator loads slowly
-    from lm_eval.loggers import EvaluationTracker
-
-    tasks.record(job.metadata)
-    with staged_dir(job.folder) as staging:
-        tracker = EvaluationTracker(output_path=str(staging / RESULTS_FILE))
-        tracker.general_config_tracker.log_experiment_args(
-            model_source=MUSE_MODEL,
-            model_args=job.model_args,
-            system_instruction=None,
-            chat_template=None,
-            fewshot_as_multiturn=False,
-        )
-        results = simple_evaluate(
-            model=lm,
-            model_args=job.model_args,
-            tasks=[tasks.group],
-            task_manager=tasks.manager,
-            batch_size=options.batch_size,
-            device=job.cell.device,
-            bootstrap_iters=options.bootstrap_iters,
-            log_samples=True,  # the per-document scores come from lm-eval's samples
-            fewshot_as_multiturn=False,
-        )
-        # simple_evaluate names a model object by its path; `lm_eval --model muse` names the type.
-        results["config"]["model"] = MUSE_MODEL
-        results["muse_quant"] = job.identity
-        samples = results.pop("samples")
-        write_doc_scores(staging, samples)
-        tracker.save_results_aggregated(results=results, samples=samples)
-        for task_name in results["configs"] if options.log_samples else ():
-            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-            written = staging / f"samples_{task_name}_{tracker.date_id}.jsonl"
-            written.rename(staging / f"samples_{task_name}.jsonl")
-        written = staging / f"results_{tracker.date_id}.json"
-        if not written.is_file():
-            raise MuseQuantError(
-                f"{job.cell.name}: lm-eval could not write its results (see {LOG_FILE})"
-            )
-        written.rename(staging / RESULTS_FILE)
+    return held
 
 
 # --------------------------------------------------------------------------- the results folder

@@ -1,0 +1,110 @@
+"""The sweep on Ray: each unfinished cell is one Ray task, on a laptop or a cluster.
+
+Without an address Ray starts a local runtime; with ``auto`` or an address the driver joins a
+running cluster (Ray's own launchers start one on SLURM, Kubernetes or cloud machines). A task
+asks for the resources its precision needs (plan: ``num_cpus`` / ``num_gpus`` per precision;
+default one GPU on CUDA, else one CPU) and runs the cell exactly as the local executor does
+(:mod:`.cell`), under the cell's lock, so the files are the same and a cell is never run twice.
+Ray retries a task whose worker died (a killed process, a node that left) up to ``RETRIES``
+times; a cell that still fails is named at the end, after every other cell finished.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import ray
+
+from model_wrappers.loading import reusing_checkpoints
+from model_wrappers.muse_lm import MuseLM
+from muse_quant.lm_eval_patches import environment_report_once
+from muse_quant.sweep.cell import TaskSet, cell_lock, evaluate_cell
+from muse_quant.sweep.display import Display
+from muse_quant.sweep.keys import Job
+from muse_quant.sweep.plan import SweepOptions
+
+#: Tries of a cell after the first whose worker died before it finished.
+RETRIES = 2
+
+
+def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list[str]:
+    """Run ``jobs`` as Ray tasks; returns one line per cell that failed (none on success).
+
+    Ctrl-C cancels every task still pending or running and re-raises (exit 130); finished
+    cells stay, and a resumed sweep redoes none of them.
+    """
+    context = ray.init(
+        address=options.ray_address, log_to_driver=False, configure_logging=False,
+        ignore_reinit_error=True,
+    )  # fmt: skip
+    dashboard = getattr(context, "dashboard_url", None)
+    display.warn(
+        f"ray: {len(jobs)} cell(s) on {_nodes()} node(s)"
+        + (f", dashboard http://{dashboard}" if dashboard else "")
+    )
+    remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_run_cell)
+    pending = {remote.options(**_resources(job, options)).remote(job, options): job for job in jobs}
+    failures = []
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except (ray.exceptions.RayError, MemoryError) as e:
+                failures.append(f"{job.cell.name}: {type(e).__name__}: {_first_line(e)}")
+                display.warn(f"{job.cell.name}: failed after {RETRIES + 1} tries ({failures[-1]})")
+                continue
+            if outcome["ran"]:
+                display.finished(job, outcome["seconds"], where=outcome["node"])
+            else:
+                display.elsewhere(job, "finished by another process")
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
+    return failures
+
+
+def _resources(job: Job, options: SweepOptions) -> dict[str, Any]:
+    spec = job.cell.spec
+    on_gpu = job.cell.device.startswith("cuda")
+    return {
+        "num_cpus": spec.num_cpus if spec.num_cpus is not None else 1,
+        "num_gpus": spec.num_gpus if spec.num_gpus is not None else (1 if on_gpu else 0),
+    }
+
+
+def _run_cell(job: Job, options: SweepOptions) -> dict[str, Any]:
+    """In a Ray worker: evaluate one cell under its lock (waiting for another process holding
+    it, and skipping it if that process finished it)."""
+    import torch
+
+    threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    started = time.perf_counter()
+    with cell_lock(job, True, lambda _s: None), reusing_checkpoints(), environment_report_once():
+        if job.finished_now():
+            return {"ran": False}
+        tasks = TaskSet.build(job.cell.corpus, job.metadata)
+        lm = MuseLM.create_from_arg_obj(
+            job.model_kwargs(), {"batch_size": options.batch_size, "device": job.cell.device}
+        )
+        evaluate_cell(job, lm, tasks, options)
+    node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
+    return {"ran": True, "seconds": time.perf_counter() - started, "node": node}
+
+
+def _nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
