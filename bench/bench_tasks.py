@@ -70,8 +70,8 @@ def side_tasks(model_dir: Path, data: Path, batch_size: str, model_args: str) ->
 
 
 def side_load(model_dir: Path) -> dict[str, float]:
-    """How long loading the model takes once everything is imported (the fixed cost's part that
-    is the model's own)."""
+    """The model's own load, as a fresh process pays it after importing torch and transformers
+    (their model classes load on first use, so they count here)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -29,15 +29,16 @@ def shaped_work(
     """``(data, model)``: MUSE-News-shaped data of ``records`` per file and a random Llama of
     ``shape`` (its vocabulary is the shape's, e.g. Llama's 32k, which sets the size of every
     vocabulary-wide statistic; ids past the tokenizer's decode to nothing), saved in ``dtype``."""
+    folder = work / f"r{records}-h{shape.hidden}-l{shape.layers}-v{shape.vocab}-{dtype}"
+    data, model = folder / "data", folder / "model"
+    if (model / "config.json").is_file():
+        return data, model
+    # Only to build (a reused model's load is then timed with transformers' own imports).
     import torch
 
     from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
     from muse_quant.toyworld.training import new_llama
 
-    folder = work / f"r{records}-h{shape.hidden}-l{shape.layers}-v{shape.vocab}-{dtype}"
-    data, model = folder / "data", folder / "model"
-    if (model / "config.json").is_file():
-        return data, model
     write_muse_shaped(data, MuseShape(records=records))
     texts = [t for s in ("forget", "retain", "holdout") for t in read(data, "privleak", s)]
     tokenizer = train_bpe_tokenizer(texts, BPE_MERGES)

@@ -37,7 +37,7 @@ from muse_quant.demo_defaults import (
     DEFAULT_PRECISIONS,
     RESULTS,
 )
-from muse_quant.sweep import plan_from_dict, run_sweep
+from muse_quant.sweep import Plan, plan_from_dict, run_sweep
 from muse_quant.toyworld.build import build_world
 from muse_quant.toyworld.manifest import load_manifest
 from muse_quant.toyworld.report import format_report, format_zoo
@@ -66,36 +66,13 @@ def run_demo(
         zoo = build_zoo(world)
         print(format_zoo(zoo))
 
-    # One request holds the evaluation options for the sweep and both audits, so every audit
-    # cell has the sweep's key and is reused, not evaluated again.
-    runs = _zoo_runs(world, zoo)
-    target, retrain = world / "models" / "target", world / "models" / "retrain"
-    base = AuditRequest(
-        model=str(target),
-        target=str(target),
-        retrain=str(retrain),
-        data=str(world / "data"),
-        out=out / AUDITS,
-        precisions=precisions,
-        corpus=CORPUS,
-        results=out / RESULTS,
-        calibration=str(world / "pretrain" / "generic.json"),
-    )
-    models = [
-        {"label": "target", "role": "target", "pretrained": base.target},
-        {"label": "retrain", "role": "retrain", "pretrained": base.retrain},
-    ]
-    models += [
-        {"label": r.label, "role": "method", "method": r.method, "pretrained": r.pretrained,
-         "adapter": r.adapter}
-        for r in runs
-    ]  # fmt: skip
-    cells = len(models) * len(precisions)
+    plan, base, runs = demo_sweep_plan(world, zoo, precisions, out)
+    cells = len(plan.models) * len(precisions)
     title = (
-        f"sweep: {len(models)} models x {len(precisions)} precisions on {CORPUS} ({cells} cells)"
+        f"sweep: {len(plan.models)} models x {len(precisions)} precisions on {CORPUS} "
+        f"({cells} cells)"
     )
     with _stage(3, title, "sweep", timings):
-        plan = plan_from_dict(base.plan_data() | {"models": models}, Path.cwd())
         paths = run_sweep(plan, base.results_dir, progress=progress)
 
     with _stage(4, f"leaderboard -> {out / BOARD}", "leaderboard", timings):
@@ -142,6 +119,39 @@ class ZooRun:
     @property
     def mode(self) -> str:
         return "lora" if self.adapter else "full"
+
+
+def demo_sweep_plan(
+    world: Path, zoo: Path, precisions: tuple[str, ...], out: Path
+) -> tuple[Plan, AuditRequest, list[ZooRun]]:
+    """The demo's sweep: target, retrain and every zoo run at ``precisions`` on the news data,
+    with the audit request whose options it shares, and the zoo runs."""
+    # One request holds the evaluation options for the sweep and both audits, so every audit
+    # cell has the sweep's key and is reused, not evaluated again.
+    runs = _zoo_runs(world, zoo)
+    target, retrain = world / "models" / "target", world / "models" / "retrain"
+    base = AuditRequest(
+        model=str(target),
+        target=str(target),
+        retrain=str(retrain),
+        data=str(world / "data"),
+        out=out / AUDITS,
+        precisions=precisions,
+        corpus=CORPUS,
+        results=out / RESULTS,
+        calibration=str(world / "pretrain" / "generic.json"),
+    )
+    models = [
+        {"label": "target", "role": "target", "pretrained": base.target},
+        {"label": "retrain", "role": "retrain", "pretrained": base.retrain},
+    ]
+    models += [
+        {"label": r.label, "role": "method", "method": r.method, "pretrained": r.pretrained,
+         "adapter": r.adapter}
+        for r in runs
+    ]  # fmt: skip
+    plan = plan_from_dict(base.plan_data() | {"models": models}, Path.cwd())
+    return plan, base, runs
 
 
 def _zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
