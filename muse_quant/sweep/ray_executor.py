@@ -11,6 +11,8 @@ times; a cell that still fails is named at the end, after every other cell finis
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import socket
 import time
@@ -89,16 +91,33 @@ def _run_cell(job: Job, options: SweepOptions) -> dict[str, Any]:
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
-    with cell_lock(job, True, lambda _s: None), reusing_checkpoints(), environment_report_once():
+    _reuse_in_this_worker()
+    with cell_lock(job, True, lambda _s: None):
         if job.finished_now():
             return {"ran": False}
-        tasks = TaskSet.build(job.cell.corpus, job.metadata)
+        key = (job.cell.corpus, job.tokenizer_id)
+        if key not in _TASK_SETS:
+            _TASK_SETS[key] = TaskSet.build(job.cell.corpus, job.metadata)
         lm = MuseLM.create_from_arg_obj(
             job.model_kwargs(), {"batch_size": options.batch_size, "device": job.cell.device}
         )
-        evaluate_cell(job, lm, tasks, options)
+        evaluate_cell(job, lm, _TASK_SETS[key], options)
     node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
     return {"ran": True, "seconds": time.perf_counter() - started, "node": node}
+
+
+#: What a worker process keeps between the cells Ray gives it, as the local executor keeps it
+#: between cells: the corpus tasks, the last checkpoint's weights, lm-eval's environment report.
+_TASK_SETS: dict[tuple[str, str], TaskSet] = {}
+
+
+@functools.cache
+def _reuse_in_this_worker() -> contextlib.ExitStack:
+    """Entered at the worker's first cell, left open until the worker process ends."""
+    kept = contextlib.ExitStack()
+    kept.enter_context(reusing_checkpoints())
+    kept.enter_context(environment_report_once())
+    return kept
 
 
 def _nodes() -> int:
