@@ -628,3 +628,33 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
         local = read(swept / Path(*cell) / "results.json")
         assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
     assert leftovers(results) == []
+
+
+def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
+    tiny_world: Path, tmp_path: Path, ray_cluster
+) -> None:
+    """SIGINT to the driver once a cell is finished: exit 130, the running and pending tasks
+    are cancelled (no worker keeps evaluating), the finished cell stays as it is."""
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    results = tmp_path / "results"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "muse_quant", "sweep", str(plan), "--executor", "ray",
+         "--ray-address", ray_cluster.address],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(results.rglob("results.json")):
+        assert time.monotonic() < deadline and proc.poll() is None, "no cell finished"
+        time.sleep(0.05)
+    finished = {path: path.stat().st_mtime_ns for path in results.rglob("results.json")}
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", "ray::_run_cell"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a cancelled cell is still being evaluated"
+        time.sleep(0.2)
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in finished.items())
+    assert len(list(results.rglob("results.json"))) < len(CELLS)
