@@ -395,10 +395,10 @@ def test_unwritable_results_folder(
 # --------------------------------------------------------------------------- resuming
 
 
-def start_sweep(plan: Path) -> subprocess.Popen:
+def start_sweep(plan: Path, *args: str) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
     return subprocess.Popen(
-        [sys.executable, "-m", "muse_quant", "sweep", str(plan)],
+        [sys.executable, "-m", "muse_quant", "sweep", str(plan), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -607,13 +607,7 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
     dead worker's lock is free), the sweep finishes, and every result equals the local run's."""
     plan = write_plan(tmp_path, plan_data(tiny_world))
     results = tmp_path / "results"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "muse_quant", "sweep", str(plan), "--executor", "ray",
-         "--ray-address", ray_cluster.address],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        text=True,
-    )  # fmt: skip
+    proc = start_sweep(plan, "--executor", "ray", "--ray-address", ray_cluster.address)
     deadline = time.monotonic() + 240
     while not list(results.rglob("*.building-*")):  # a cell is being written
         assert time.monotonic() < deadline and proc.poll() is None, "no cell started"
@@ -637,13 +631,7 @@ def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
     are cancelled (no worker keeps evaluating), the finished cell stays as it is."""
     plan = write_plan(tmp_path, plan_data(tiny_world))
     results = tmp_path / "results"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "CI": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "muse_quant", "sweep", str(plan), "--executor", "ray",
-         "--ray-address", ray_cluster.address],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        text=True,
-    )  # fmt: skip
+    proc = start_sweep(plan, "--executor", "ray", "--ray-address", ray_cluster.address)
     deadline = time.monotonic() + 240
     while not list(results.rglob("results.json")):
         assert time.monotonic() < deadline and proc.poll() is None, "no cell finished"
