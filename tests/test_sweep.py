@@ -646,3 +646,24 @@ def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
         time.sleep(0.2)
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in finished.items())
     assert len(list(results.rglob("results.json"))) < len(CELLS)
+
+
+@pytest.mark.parametrize(
+    ("flags", "options", "expected"),
+    [
+        (["--executor", "raay"], {}, "executor='raay' (did you mean 'ray'?)"),
+        (["--ray-address", "auto"], {}, "--ray-address is for --executor ray"),
+        ([], {"executor": "slurm"}, "executor='slurm'; executors are local, ray"),
+    ],
+)
+def test_a_wrong_executor_is_one_line_and_writes_nothing(
+    flags: list[str], options: dict, expected: str, tiny_world: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    data = plan_data(tiny_world)
+    data["options"] |= options
+    plan = write_plan(tmp_path / "plan", data)
+    assert main(["sweep", str(plan), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("muse-quant: error:") and "\n" not in err and expected in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["plan", "plan.yaml"]
