@@ -13,9 +13,13 @@ Measured through the real ``muse`` model and VerbMem task, over two unlearning s
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 from muse_run import flat_metrics, run_tasks
 
 from muse_quant.toyworld.zoo import CONFINED_SUFFIX, build_zoo, save_confined, zoo_configs
@@ -31,17 +35,21 @@ def zoo(tiny_world: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def seed1_runs(tiny_world: Path, tmp_path_factory) -> Path:
-    """The GDR runs again with unlearning seed 1 (data order, pairing, LoRA init)."""
+    """The GDR runs again with unlearning seed 1 (data order, pairing, LoRA init), one
+    single-threaded process per core: the runs are independent, and this is most of the suite."""
     folder = tmp_path_factory.mktemp("seed1")
     configs = zoo_configs(seed=1)
-    for name in GDR_RUNS:
-        unlearn(
-            tiny_world / "models" / "target",
-            tiny_world / "data",
-            configs[name],
-            folder / name,
-            progress=False,
-        )
+    workers = max(1, min(len(GDR_RUNS), os.cpu_count() or 1))
+    spawn = multiprocessing.get_context("spawn")
+    one_thread = {"initializer": torch.set_num_threads, "initargs": (1,)}
+    with ProcessPoolExecutor(workers, spawn, **one_thread) as pool:
+        runs = [
+            pool.submit(unlearn, tiny_world / "models" / "target", tiny_world / "data",
+                        configs[name], folder / name, progress=False)
+            for name in GDR_RUNS
+        ]  # fmt: skip
+        for run in runs:
+            run.result()
     for name in ("ga_gdr_full", "npo_gdr_full"):
         save_confined(tiny_world / "models" / "target", folder / name, folder)
     return folder
