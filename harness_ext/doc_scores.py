@@ -75,25 +75,21 @@ def read_lm_eval_samples(results_path: Path) -> dict[str, TaskScores] | None:
     stamp = results_path.stem.removeprefix("results_")
     if stamp == results_path.stem:
         return None
-    records: dict[str, list[Any]] = {}
+    entries: dict[str, Any] = {}
     for path in sorted(results_path.parent.glob(f"samples_*_{stamp}.jsonl")):
         task = path.name.removeprefix("samples_").removesuffix(f"_{stamp}.jsonl")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-            records[task] = [json.loads(line) for line in lines if line.strip()]
-            tasks = from_samples({task: records[task]})["tasks"]
+            records = [json.loads(line) for line in lines if line.strip()]
+            entries |= from_samples({task: records})["tasks"]  # nothing for a non-MUSE task
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise MuseQuantError(
                 f"{path}: not one of lm-eval's per-sample files ({type(e).__name__}: {e}); "
                 "re-run with --log_samples or remove it"
             ) from None
-        if task in tasks:
-            records[task] = tasks[task]
-        else:
-            del records[task]
-    if not records:
+    if not entries:
         return None
-    return {task: _task_scores(results_path, task, entry) for task, entry in records.items()}
+    return {task: _task_scores(results_path, task, entry) for task, entry in entries.items()}
 
 
 def read_doc_scores(path: Path) -> dict[str, TaskScores] | None:

@@ -26,9 +26,7 @@ NOTE_EVERY_S = 60.0
 def try_lock(path: Path) -> Iterator[bool]:
     """Hold the lock at ``path`` if nobody does: yields True (held until the block ends) or
     False (another process holds it; nothing is waited for)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
+    lock = _file_lock(path)
     try:
         lock.acquire()
     except Timeout:
@@ -44,9 +42,7 @@ def try_lock(path: Path) -> Iterator[bool]:
 def wait_lock(path: Path, note: Callable[[float], None] | None = None) -> Iterator[None]:
     """Hold the lock at ``path``, waiting for it as long as it takes; ``note(seconds waited)``
     is called when the wait starts and then every minute, so a waiting process says so."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
+    lock = _file_lock(path)
     started = time.monotonic()
     noted = None
     while True:
@@ -63,3 +59,10 @@ def wait_lock(path: Path, note: Callable[[float], None] | None = None) -> Iterat
         yield
     finally:
         lock.release()
+
+
+def _file_lock(path: Path) -> FileLock:
+    """A lock on ``path`` that never waits by itself (its folder made if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=0)

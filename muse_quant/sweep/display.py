@@ -83,12 +83,15 @@ class Display:
 
         return note
 
-    def elsewhere(self, job: Job, note: str) -> None:
-        """A cell another process holds or finished: counted once it is finished."""
-        if note == "finished by another process":
-            self.done += 1
-            self.bar.update(1)
-        self.say(f"{_cell_line(job)}: {note}")
+    def left_to_another(self, job: Job) -> None:
+        """A cell another process holds: this sweep comes back to it at the end."""
+        self.say(f"{_cell_line(job)}: another process is running it; left to it")
+
+    def finished_elsewhere(self, job: Job) -> None:
+        """A cell another process finished: counted as done, not run here."""
+        self.done += 1
+        self.bar.update(1)
+        self.say(f"{_cell_line(job)}: finished by another process")
 
     def finished(self, job: Job, seconds: float, where: str | None = None) -> None:
         """A cell this sweep ran: ``where`` names the node that ran it (Ray)."""

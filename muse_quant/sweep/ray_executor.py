@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import socket
 import time
 from typing import Any
@@ -48,7 +47,7 @@ def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list
         + (f", dashboard http://{dashboard}" if dashboard else "")
     )
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_run_cell)
-    pending = {remote.options(**_resources(job, options)).remote(job, options): job for job in jobs}
+    pending = {remote.options(**_resources(job)).remote(job, options): job for job in jobs}
     failures = []
     try:
         while pending:
@@ -63,7 +62,7 @@ def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list
             if outcome["ran"]:
                 display.finished(job, outcome["seconds"], where=outcome["node"])
             else:
-                display.elsewhere(job, "finished by another process")
+                display.finished_elsewhere(job)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -73,7 +72,7 @@ def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list
     return failures
 
 
-def _resources(job: Job, options: SweepOptions) -> dict[str, Any]:
+def _resources(job: Job) -> dict[str, Any]:
     spec = job.cell.spec
     on_gpu = job.cell.device.startswith("cuda")
     return {
@@ -89,7 +88,6 @@ def _run_cell(job: Job, options: SweepOptions) -> dict[str, Any]:
 
     threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
     torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
     _reuse_in_this_worker()
     with cell_lock(job, True, lambda _s: None):

@@ -125,11 +125,11 @@ def _run_group(
     for job in jobs:
         with cell_lock(job, wait, display.waiting(job)) as mine:
             if not mine:
-                display.elsewhere(job, "another process is running it; left to it")
+                display.left_to_another(job)
                 held.append(job)
                 continue
             if job.finished_now():
-                display.elsewhere(job, "finished by another process")
+                display.finished_elsewhere(job)
                 continue
             started = time.perf_counter()
             display.started(job)
