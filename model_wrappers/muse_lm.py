@@ -49,6 +49,7 @@ from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import Precision, all_precision_options
+from model_wrappers.precisions.registry import parse_bool
 from model_wrappers.prefix_cache import (
     MIN_SHARED_TOKENS,
     PrefixCache,
@@ -58,6 +59,8 @@ from model_wrappers.prefix_cache import (
 
 log = logging.getLogger(__name__)
 
+#: The muse model's true/false arguments, in the order ``__init__`` reads them.
+FLAGS = ("merge", "emulated", "allow_pickle", "allow_other_base", "prefix_cache")
 #: Values of the ``context_overflow`` model argument.
 CONTEXT_POLICIES = ("error", "truncate")
 #: PrivLeak's scoring batches hold at most this many padded tokens: with a 32k vocabulary the
@@ -108,10 +111,21 @@ def _local_path(path: Any) -> Any:
     return path
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A true/false model argument; anything else (``merge=flase``) is an error, not True."""
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise MuseQuantError(f"--model_args {name}={value}: expected true or false") from None
+
+
 def check_arguments(kwargs: Mapping[str, Any]) -> None:
     """Refuse a model argument nobody reads, before anything loads: HFLM passes unknown ones to
     ``from_pretrained`` or drops them, so ``precison=nf4`` would evaluate fp32 without a word."""
     known = _known_arguments()
+    for name in FLAGS:
+        if name in kwargs:
+            _flag(name, kwargs[name])
     unknown = sorted(k for k in kwargs if k not in known)
     if unknown:
         raise MuseQuantError(
@@ -151,6 +165,11 @@ class MuseLM(HFLM):
         **kwargs: Any,
     ) -> None:
         check_arguments(kwargs)
+        flags = (merge, emulated, allow_pickle, allow_other_base, prefix_cache)
+        given = dict(zip(FLAGS, flags, strict=True))
+        merge, emulated, allow_pickle, allow_other_base, prefix_cache = (
+            _flag(name, value) for name, value in given.items()
+        )
         if context_overflow not in CONTEXT_POLICIES:
             raise MuseQuantError(
                 f"context_overflow={context_overflow}: choose one of {', '.join(CONTEXT_POLICIES)}"
@@ -191,14 +210,14 @@ class MuseLM(HFLM):
             model, self.provenance = load_causal_lm(
                 pretrained,
                 adapter=adapter,
-                merge=bool(merge),
+                merge=merge,
                 precision=precision,
-                emulated=bool(emulated),
-                allow_pickle=bool(allow_pickle),
+                emulated=emulated,
+                allow_pickle=allow_pickle,
                 trust_remote_code=bool(kwargs.get("trust_remote_code", False)),
                 calibration=calibration,
                 device=device,
-                allow_other_base=bool(allow_other_base),
+                allow_other_base=allow_other_base,
                 **options,
             )
             kwargs.setdefault("tokenizer", pretrained)
@@ -209,7 +228,7 @@ class MuseLM(HFLM):
         self.context_overflow = context_overflow
         #: The shared prompt prefix of generation batches (KnowMem's in-context pairs), computed
         #: once; None when ``prefix_cache=false``.
-        self.prefix_cache = PrefixCache() if bool(prefix_cache) else None
+        self.prefix_cache = PrefixCache() if prefix_cache else None
         #: Per task, the tokens cut from each truncated document since the last report.
         self.truncated: dict[str | None, list[int]] = {}
 

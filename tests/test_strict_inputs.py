@@ -241,3 +241,14 @@ def test_an_audited_model_cannot_take_a_references_label(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"label '{label}' is the {label} reference's" in line and "--label" in line
     assert not (tmp_path / "audit").exists()
+
+
+@pytest.mark.parametrize("argument", ["merge=flase", "prefix_cache=maybe", "emulated=ture"])
+def test_a_flag_that_is_neither_true_nor_false_is_refused(
+    argument: str, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``merge=flase`` is an error naming the argument, never a silent ``True``."""
+    argv = eval_args(tiny_world, tmp_path / "out", "--tasks", "muse_news_knowmem_r")
+    i = argv.index("--model_args") + 1
+    argv[i] = f"{argv[i]},{argument}"
+    one_line_exit_2(capsys, argv, f"{argument}: expected true or false")
