@@ -24,6 +24,10 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
   provenance (precision and library config, versions, file hashes, merge procedure, calibration
   hash, device) lands in the results file under ``config.muse_provenance``. lm-eval's own loading
   arguments (``peft=``, ``delta=``, ``gguf_file=``, ``revision=``, ...) keep lm-eval's loader.
+- Data parallelism: launched as several processes (``torchrun`` or ``accelerate launch``), each
+  process loads the model on its own device and scores its share of the documents; lm-eval
+  gathers the per-document scores on rank 0, so PrivLeak's AUC is computed over every text, as
+  in one process (docs/tasks.md).
 """
 
 from __future__ import annotations
@@ -31,23 +35,22 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils import normalize_gen_kwargs
 from tqdm.auto import tqdm
 
 from harness_ext.errors import MuseQuantError, did_you_mean
-from harness_ext.metrics.mia import TokenStats
 from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
 from model_wrappers.loading import load_causal_lm
+from model_wrappers.muse_requests import MuseRequests, row_stats
 from model_wrappers.precisions import Precision, all_precision_options
 from model_wrappers.precisions.registry import parse_bool
 from model_wrappers.prefix_cache import (
@@ -119,6 +122,18 @@ def _flag(name: str, value: Any) -> bool:
         raise MuseQuantError(f"--model_args {name}={value}: expected true or false") from None
 
 
+def _data_parallel(on_cpu: bool) -> Any:
+    """The Accelerator of this process when launched as several (``torchrun``, ``accelerate
+    launch``), else None. HFLM sets none up for a model object, nor on CPU: on CPU accelerate's
+    gloo process group needs ``cpu=True``, given before anything else creates accelerate's state."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=on_cpu)
+    return accelerator if accelerator.num_processes > 1 else None
+
+
 def check_arguments(kwargs: Mapping[str, Any]) -> None:
     """Refuse a model argument nobody reads, before anything loads: HFLM passes unknown ones to
     ``from_pretrained`` or drops them, so ``precison=nf4`` would evaluate fp32 without a word."""
@@ -145,7 +160,7 @@ def _known_arguments() -> set[str]:
 
 
 @register_model("muse")
-class MuseLM(HFLM):
+class MuseLM(MuseRequests, HFLM):
     """lm-eval's HFLM with float32 per-token statistics for PrivLeak and a strict context policy."""
 
     def __init__(
@@ -201,7 +216,11 @@ class MuseLM(HFLM):
                 f"{native[0]}= uses lm-eval's loader, which adapter=/precision=/emulated=/"
                 "calibration= do not go through; use one or the other"
             )
+        accelerator = None
         if isinstance(pretrained, str) and not native:
+            accelerator = _data_parallel(on_cpu)
+            if accelerator is not None:  # each process on its own device
+                device = kwargs["device"] = str(accelerator.device)
             if precision is None:
                 precision = _full_precision(dtype, on_cpu)
             elif explicit_dtype:
@@ -223,14 +242,18 @@ class MuseLM(HFLM):
             kwargs.setdefault("tokenizer", pretrained)
             with _quiet_model_object():
                 super().__init__(model, **kwargs)
+            if accelerator is not None:
+                self.accelerator = accelerator
+                self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
         else:
             super().__init__(pretrained, dtype=dtype, **kwargs)
         self.context_overflow = context_overflow
         #: The shared prompt prefix of generation batches (KnowMem's in-context pairs), computed
         #: once; None when ``prefix_cache=false``.
         self.prefix_cache = PrefixCache() if prefix_cache else None
-        #: Per task, the tokens cut from each truncated document since the last report.
-        self.truncated: dict[str | None, list[int]] = {}
+        #: Per task, the tokens cut from each truncated document (by its label) since the last
+        #: report; with several processes, rank 0 holds every process's after each request type.
+        self.truncated: dict[str | None, dict[str, int]] = {}
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval's model info (it goes into the results file's ``config``) plus provenance and
@@ -239,21 +262,7 @@ class MuseLM(HFLM):
         info = super().get_model_info()
         if self.provenance is not None:
             info["muse_provenance"] = self.provenance
-        info["muse_truncation"] = {
-            "policy": self.context_overflow,
-            "tasks": {
-                str(task): {"documents": len(cuts), "max_tokens_cut": max(cuts)}
-                for task, cuts in sorted(self.truncated.items(), key=lambda t: str(t[0]))
-            },
-        }
-        for task, report in info["muse_truncation"]["tasks"].items():
-            log.warning(
-                "%s: %d document(s) truncated to the model's context (up to %d tokens cut)",
-                task,
-                report["documents"],
-                report["max_tokens_cut"],
-            )
-        self.truncated = {}
+        info["muse_truncation"] = self.truncation_report()
         return info
 
     # ------------------------------------------------------------------ lm-eval request types
@@ -275,6 +284,7 @@ class MuseLM(HFLM):
         labels = [describe(r.task_name, r.doc_id, r.doc) for r in (requests[i] for i in wanted)]
         tasks = [requests[i].task_name for i in wanted]
         stats = self.token_stats(texts, labels, disable_tqdm, tasks)
+        self._gather_truncation()
         for i, scored in zip(wanted, stats, strict=True):
             out[i] = ScoredText(scored)
         return out
@@ -284,28 +294,11 @@ class MuseLM(HFLM):
         that leaves no room for its new tokens is counted (the error names how many, and the
         longest; ``truncate`` records how much lm-eval cut from each). With the prefix cache,
         each task's prompts are batched apart, so that a batch shares its task's prefix."""
-        overflows = []
-        for req in requests:
-            context, gen_kwargs = req.args[0], req.args[1]
-            new = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)["max_gen_toks"]
-            n = len(self.tok_encode(context))
-            if n + new > self.max_length:
-                overflows.append((n + new - self.max_length, n, new, req))
-        if overflows and self.context_overflow == "error":
-            cut, n, new, req = max(overflows, key=lambda o: o[0])
-            raise MuseQuantError(
-                f"{len(overflows)} of {len(requests)} prompts leave no room to generate; the "
-                f"longest, {describe(req.task_name, req.doc_id, req.doc)}: {n} tokens + {new} "
-                f"new tokens exceed the model's context of {self.max_length}; MUSE does not "
-                "truncate: "
-                "use a longer-context model or pass --model_args context_overflow=truncate to "
-                "keep the prompt's end"
-            )
-        for cut, _, _, req in overflows:
-            self.truncated.setdefault(req.task_name, []).append(cut)
+        self.check_generation_room(requests)
         by_task: dict[str | None, list[int]] = {}
         for i, req in enumerate(requests):
             by_task.setdefault(req.task_name, []).append(i)
+        self._gather_truncation()
         if self.prefix_cache is None or len(by_task) == 1:
             return super().generate_until(requests, disable_tqdm)
         # One task at a time, so that a batch's prompts share their task's in-context prefix.
@@ -315,6 +308,18 @@ class MuseLM(HFLM):
             for i, text in zip(indices, texts, strict=True):
                 out[i] = text
         return out
+
+    def _gather_truncation(self) -> None:
+        """With several processes, move every process's truncation record to rank 0 (which alone
+        writes the results file); a document lm-eval repeated to even out the ranks counts once.
+        Called by every process at the same point of each request type."""
+        if self.world_size <= 1:
+            return
+        parts = self.gather_object(self.truncated)
+        self.truncated = {}
+        for part in parts or ():
+            for task, cuts in part.items():
+                self.truncated.setdefault(task, {}).update(cuts)
 
     def _model_generate(
         self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any
@@ -331,63 +336,6 @@ class MuseLM(HFLM):
         return super()._model_generate(context, max_length, stop, past_key_values=cache, **kwargs)
 
     # ------------------------------------------------------------------ the per-token path
-
-    def token_stats(
-        self,
-        texts: list[str],
-        labels: list[str] | None = None,
-        disable_tqdm: bool = False,
-        tasks: list[str | None] | None = None,
-    ) -> list[TokenStats]:
-        """Token statistics of each text (with BOS) and of its lowercase, in batched passes.
-
-        ``labels`` name the texts in error messages (default: their position); ``tasks`` name
-        the task each text's truncation is counted under.
-        """
-        labels = labels or [f"text {i}" for i in range(len(texts))]
-        tasks = tasks or [None] * len(texts)
-        ids = [self.tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
-        lower = [self.tokenizer(t.lower(), add_special_tokens=True)["input_ids"] for t in texts]
-        overflows = [(len(x), label) for x, label in zip(ids, labels, strict=True)]
-        overflows = [(n, label) for n, label in overflows if n > self.max_length]
-        if overflows and self.context_overflow == "error":
-            n, label = max(overflows)
-            raise MuseQuantError(
-                f"{len(overflows)} of {len(texts)} texts are longer than the model's context of "
-                f"{self.max_length} tokens; the longest, {label}: {n} tokens with BOS; MUSE "
-                "does not truncate: shorten the texts, use a longer-context model, or pass "
-                f"--model_args context_overflow=truncate to score each text's first "
-                f"{self.max_length} tokens"
-            )
-        for x, task in zip(ids, tasks, strict=True):
-            if len(x) > self.max_length:
-                self.truncated.setdefault(task, []).append(len(x) - self.max_length)
-        encoded = [self._scored(x, label) for x, label in zip(ids, labels, strict=True)]
-        lowered = [
-            self._scored(x, f"{label} (lowercased)") for x, label in zip(lower, labels, strict=True)
-        ]
-        # One job per sequence: (ids, whether Min-K%++ moments are needed).
-        jobs = [(ids, True) for ids in encoded] + [(ids, False) for ids in lowered]
-        results = self._score_sequences(jobs, disable_tqdm)
-        n = len(texts)
-        return [
-            TokenStats(
-                logprobs=results[i][0],
-                mu=results[i][1],
-                sigma=results[i][2],
-                text=texts[i],
-                lowercase_logprobs=results[n + i][0],
-            )
-            for i in range(n)
-        ]
-
-    def _scored(self, ids: list[int], label: str) -> list[int]:
-        """Token ids as MUSE scores a text (special tokens included), cut to the context (the
-        overflow policy was applied by the caller)."""
-        ids = ids[: self.max_length]
-        if len(ids) < 2:
-            raise MuseQuantError(f"{label}: no token to score after BOS; remove the empty text")
-        return ids
 
     def _score_sequences(
         self, jobs: list[tuple[list[int], bool]], disable_tqdm: bool
@@ -418,22 +366,7 @@ class MuseLM(HFLM):
             for row, j in enumerate(chunk):
                 ids, moments = jobs[j]
                 n = len(ids)
-                out[j] = self._row_stats(logits[row, : n - 1], batch[row, 1:n], moments)
+                out[j] = row_stats(logits[row, : n - 1], batch[row, 1:n], moments)
             bar.update(len(chunk))
         bar.close()
         return out
-
-    @staticmethod
-    def _row_stats(
-        logits: torch.Tensor, targets: torch.Tensor, moments: bool
-    ) -> tuple[Any, Any, Any]:
-        """One text's token log-probs and, if asked, the vocabulary mean/std of log p (float32)."""
-        logp = F.log_softmax(logits.float(), dim=-1)
-        token = logp.gather(-1, targets.to(logp.device)[:, None]).squeeze(-1)
-        if not moments:
-            return token.cpu().numpy(), None, None
-        weighted = logp.exp().mul_(logp)  # p * log p
-        mu = weighted.sum(-1)
-        second = weighted.mul_(logp).sum(-1)  # E[(log p)^2]
-        sigma = (second - mu * mu).clamp_min_(0.0).sqrt_()
-        return token.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()

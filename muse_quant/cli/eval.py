@@ -11,6 +11,7 @@ invocation) is not built. Before any model is loaded it rejects what would fail 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     with muse_task_manager(include_defaults=not only_muse):
         ns.func(ns)
-    if output is not None and not _written_since(output, started):
+    # With several processes (torchrun, accelerate launch), rank 0 alone writes the results.
+    writer = int(os.environ.get("RANK", "0")) == 0
+    if output is not None and writer and not _written_since(output, started):
         raise MuseQuantError(
             f"--output_path {ns.output_path}: lm-eval could not save the results there (see "
             "its warning above); nothing was written"
