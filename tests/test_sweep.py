@@ -624,6 +624,72 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
     assert leftovers(results) == []
 
 
+def running_cells() -> list[int]:
+    """Pids of Ray worker processes evaluating a cell now (an idle worker is ``ray::IDLE``)."""
+    found = subprocess.run(["pgrep", "-f", "ray::_run_cell"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except FileNotFoundError:  # it ended meanwhile
+        return None
+
+
+def test_a_node_that_leaves_mid_cell_has_its_cell_retried_elsewhere(
+    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster
+) -> None:
+    """A third node joins, takes a cell, and leaves (its raylet and workers killed) while the
+    cell runs: Ray runs it again on the nodes that stay; every result equals the local run's."""
+    node = ray_cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20)
+    raylet = node.all_processes["raylet"][0].process.pid
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    results = tmp_path / "results"
+    proc = start_sweep(plan, "--executor", "ray", "--ray-address", ray_cluster.address)
+    deadline = time.monotonic() + 240
+    while raylet not in {parent_of(pid) for pid in running_cells()}:
+        assert time.monotonic() < deadline and proc.poll() is None, "no cell ran on the new node"
+        time.sleep(0.05)
+    ray_cluster.remove_node(node, allow_graceful=False)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"[{len(CELLS)}/{len(CELLS)}]" in err
+    for cell, data in ray_cells(results).items():
+        local = read(swept / Path(*cell) / "results.json")
+        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
+    assert leftovers(results) == []
+
+
+def test_a_sigkilled_ray_driver_resumes_without_redoing_finished_cells(
+    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster
+) -> None:
+    """SIGKILL of the ``muse-quant sweep`` driver once a cell is finished: Ray ends the dead
+    driver's tasks; a resumed sweep skips every finished cell, leaves it untouched, and finishes
+    the rest with the local run's results."""
+    plan = write_plan(tmp_path, plan_data(tiny_world))
+    results = tmp_path / "results"
+    ray = ("--executor", "ray", "--ray-address", ray_cluster.address)
+    kill_when(start_sweep(plan, *ray), lambda: bool(list(results.rglob("results.json"))), 240)
+    deadline = time.monotonic() + 60
+    while running_cells():  # the dead driver's tasks are cancelled by Ray
+        assert time.monotonic() < deadline, "a dead driver's cell is still being evaluated"
+        time.sleep(0.2)
+    finished = {path: path.stat().st_mtime_ns for path in results.rglob("results.json")}
+    assert 0 < len(finished) < len(CELLS)
+    proc = start_sweep(plan, *ray)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    for path, mtime in finished.items():
+        label, corpus, precision = path.relative_to(results).parts[:3]
+        assert f"{label} / {corpus} / {precision}: skipped (finished earlier)" in err
+        assert path.stat().st_mtime_ns == mtime
+    for cell, data in ray_cells(results).items():
+        local = read(swept / Path(*cell) / "results.json")
+        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
+    assert leftovers(results) == []
+
+
 def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
     tiny_world: Path, tmp_path: Path, ray_cluster
 ) -> None:
