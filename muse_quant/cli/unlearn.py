@@ -6,7 +6,13 @@ import argparse
 import json
 from dataclasses import fields
 
-from muse_quant.unlearning.config import MODES, PARAM_DTYPES, RETAIN_LOSSES, UnlearnConfig
+from muse_quant.unlearning.config import (
+    MODES,
+    PARAM_DTYPES,
+    QUANT_AWARE,
+    RETAIN_LOSSES,
+    UnlearnConfig,
+)
 
 #: Hyperparameter flags: --flag-name maps to UnlearnConfig.flag_name (help text, type).
 HYPERPARAMETERS = {
@@ -28,7 +34,21 @@ HYPERPARAMETERS = {
     "check_every": (int, "early stopping: score forget VerbMem every N steps (0: off)"),
     "stop_verbmem": (float, "early stopping: stop once forget VerbMem (ROUGE-L, 0..1) <= this"),
     "stop_knowmem": (float, "early stopping: and forget KnowMem (ROUGE-L, 0..1) <= this"),
+    "salient_fraction": (
+        float,
+        "SURE (full mode): train only this fraction of the block linears, those whose weights "
+        "the forget loss's gradient is largest on (default: train everything)",
+    ),
+    "quant_aware": (
+        str,
+        "quantization-aware (full mode): compute every step through the weights rounded to "
+        "this 4-bit scheme, gradients straight through (default: off)",
+    ),
 }
+
+
+#: Hyperparameters whose values are names from a list.
+CHOICES = {"param_dtype": PARAM_DTYPES, "quant_aware": QUANT_AWARE}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     for name, (kind, text) in HYPERPARAMETERS.items():
-        extra = {"choices": PARAM_DTYPES} if name == "param_dtype" else {}
+        extra = {"choices": CHOICES[name]} if name in CHOICES else {}
         p.add_argument(
             f"--{name.replace('_', '-')}", type=kind, default=defaults[name], help=text, **extra
         )
@@ -76,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{config.name} ({config.mode}) -> {out}: {record['steps']} steps in "
-        f"{record['seconds']} s; 4-bit codes changed vs target: {codes}"
+        f"{record['seconds']} s; quantization codes changed vs target: {codes}"
     )
     return 0

@@ -16,6 +16,8 @@ MODES = ("full", "lora")
 #: bf16: AdamW updates bfloat16 parameters in place, as MUSE's baselines do (updates below half a
 #: bf16 ulp round away); fp32: float32 master weights (saved as float32).
 PARAM_DTYPES = ("bf16", "fp32")
+#: The 4-bit schemes a quantization-aware run can compute through (``--quant-aware``).
+QUANT_AWARE = ("nf4",)
 #: Paper defaults that differ between modes.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {"full": {"lr": 1e-5}, "lora": {"lr": 1e-4}}
 
@@ -45,6 +47,12 @@ class UnlearnConfig:
     check_every: int = 0
     stop_verbmem: float = 0.0
     stop_knowmem: float | None = None
+    #: SURE (full mode): train only this fraction of the block linears, the most salient for the
+    #: forget loss (``muse_quant.unlearning.saliency``); None trains every parameter.
+    salient_fraction: float | None = None
+    #: Quantization-aware (full mode): compute every step through the weights rounded to this
+    #: scheme, gradients passed straight through (``muse_quant.unlearning.quant_aware``).
+    quant_aware: str | None = None
 
     def __post_init__(self) -> None:
         # The methods are the registered trainers (transformers' Trainer loads slowly).
@@ -60,6 +68,23 @@ class UnlearnConfig:
                 raise MuseQuantError(
                     f"unknown {name} {value!r}; choose one of {', '.join(allowed)}"
                 )
+        if self.quant_aware is not None and self.quant_aware not in QUANT_AWARE:
+            raise MuseQuantError(
+                f"unknown quant-aware scheme {self.quant_aware!r}; choose one of "
+                f"{', '.join(QUANT_AWARE)}"
+            )
+        if self.salient_fraction is not None and not 0 < self.salient_fraction <= 1:
+            raise MuseQuantError(
+                f"salient-fraction {self.salient_fraction}: a fraction of the block linears, "
+                "in (0, 1]"
+            )
+        for flag, value in (("salient-fraction", self.salient_fraction),
+                            ("quant-aware", self.quant_aware)):  # fmt: skip
+            if value is not None and self.mode != "full":
+                raise MuseQuantError(
+                    f"--{flag} is for --mode full: a LoRA run trains its adapter, not the "
+                    "weights it selects or rounds"
+                )
         if self.lr is None:
             object.__setattr__(self, "lr", MODE_DEFAULTS[self.mode]["lr"])
         for name in ("lr", "max_steps", "batch_size", "max_length", "lora_r"):
@@ -70,7 +95,9 @@ class UnlearnConfig:
     def name(self) -> str:
         """``GA+GDR`` style label used on boards."""
         retain = "" if self.retain_loss == "none" else f"+{self.retain_loss.upper()}"
-        return f"{self.method.upper()}{retain}"
+        sure = "+SURE" if self.salient_fraction is not None else ""
+        aware = f"+QA-{self.quant_aware.upper()}" if self.quant_aware else ""
+        return f"{self.method.upper()}{retain}{sure}{aware}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

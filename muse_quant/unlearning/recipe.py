@@ -34,6 +34,8 @@ from muse_quant.unlearning.data import (
     verbatim_pairs,
 )
 from muse_quant.unlearning.lora import adapter_off, with_lora
+from muse_quant.unlearning.quant_aware import through_nf4
+from muse_quant.unlearning.saliency import select_and_freeze
 from muse_quant.unlearning.trainers import TRAINERS
 
 RECORD = "unlearn.json"
@@ -60,7 +62,9 @@ def unlearn(
     model = _load(str(target), DTYPES[config.param_dtype])
     with tempfile.TemporaryDirectory(prefix="muse-quant-unlearn-") as scratch:  # Trainer's own
         trainer, checks = _trainer(model, tokenizer, dataset, data, config, progress, scratch)
-        trainer.train()
+        salient = _select_salient(trainer, dataset, tokenizer, config)  # on the target as stored
+        with _computing_through(trainer.model, config):
+            trainer.train()
     trained = trainer.model
     record = {
         "kind": "muse-quant unlearning run",
@@ -72,6 +76,7 @@ def unlearn(
         "stopped_early": bool(checks and checks.stopped),
         "forget_checks": checks.checks if checks else [],
         "loss_terms": {"first": trainer.term_history[0], "last": trainer.term_history[-1]},
+        "salient_modules": salient,
         "changed_codes": _changed_codes(str(target), trained),
         "seconds": round(time.time() - started, 1),
         "versions": library_versions(),
@@ -98,6 +103,38 @@ def _load(target: str, dtype: torch.dtype) -> torch.nn.Module:
         raise MuseQuantError(
             f"--model {target}: cannot load a safetensors causal LM ({first})"
         ) from e
+
+
+def _computing_through(
+    model: torch.nn.Module, config: UnlearnConfig
+) -> contextlib.AbstractContextManager[None]:
+    """Quantization-aware runs compute (training steps and early-stopping checks alike) through
+    the block linears' NF4-rounded weights."""
+    if config.quant_aware is None:
+        return contextlib.nullcontext()
+    return through_nf4(model, quantized_linear_names(model))
+
+
+def _select_salient(
+    trainer: Any, dataset: Any, tokenizer: Any, config: UnlearnConfig
+) -> dict[str, Any] | None:
+    """SURE: freeze all but the most forget-salient block linears, saliency measured on the
+    whole forget set with the method's own forget loss (None when the run trains everything)."""
+    if config.salient_fraction is None:
+        return None
+    collate = ForgetRetainCollator(tokenizer.pad_token_id)
+    device = trainer.args.device
+    batches = (
+        {k: v.to(device) for k, v in collate([dataset[i] for i in chunk])["forget"].items()}
+        for chunk in _chunks(range(len(dataset)), config.batch_size)
+    )
+    model = trainer.model
+    names = quantized_linear_names(model)
+    return select_and_freeze(model, names, config.salient_fraction, trainer.forget_loss, batches)
+
+
+def _chunks(items: range, size: int) -> list[range]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _trainer(
