@@ -124,6 +124,14 @@ def test_through_nf4_computes_on_the_rounded_weights_with_straight_through_gradi
         assert w is originals[name]  # the optimizer's parameter, unrounded again
         assert torch.equal(w.grad, rounded.get_submodule(name).weight.grad), name
     assert not torch.equal(originals[names[0]], rounded.get_submodule(names[0]).weight)
+    # an optimizer step changes the weight in place: the next forward rounds the new weight
+    layer = aware.get_submodule(names[0])
+    with through_nf4(aware, names[:1]):
+        first = layer.weight.clone()
+        with torch.no_grad():
+            originals[names[0]].mul_(1.5)
+        assert torch.equal(layer.weight, nf4_round_trip(originals[names[0]]))
+        assert not torch.equal(layer.weight, first)
 
 
 def test_quant_aware_run_saves_full_precision_weights_whose_nf4_model_forgot(

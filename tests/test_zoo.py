@@ -22,7 +22,13 @@ import pytest
 import torch
 from muse_run import flat_metrics, run_tasks
 
-from muse_quant.toyworld.zoo import CONFINED_SUFFIX, build_zoo, save_confined, zoo_configs
+from muse_quant.toyworld.zoo import (
+    CONFINED_SUFFIX,
+    ROBUST,
+    build_zoo,
+    save_confined,
+    zoo_configs,
+)
 from muse_quant.unlearning.recipe import unlearn
 
 GDR_RUNS = ("ga_gdr_full", "npo_gdr_full", "ga_gdr_lora", "npo_gdr_lora")
@@ -103,6 +109,19 @@ def test_natural_unlearning_forgets_and_nf4_keeps_it(
         assert fp32 < 0.5 * target_verbmem["fp32"], (name, fp32)  # forgot at full precision
         assert codes(run)["nf4"] > 0.05, name  # the update crosses many 4-bit boundaries ...
         assert abs(nf4 - fp32) < 15, (name, fp32, nf4)  # ... so NF4 keeps the forgetting
+
+
+def test_sure_and_quant_aware_runs_forget_and_nf4_keeps_it(
+    zoo: Path, tiny_world: Path, target_verbmem: dict[str, float]
+) -> None:
+    """The runs made to survive quantization: forgotten at full precision, and still at NF4."""
+    for name in ROBUST:
+        run = zoo / name
+        fp32, nf4 = verbmem(tiny_world, run, "fp32"), verbmem(tiny_world, run, "nf4")
+        assert fp32 < 0.5 * target_verbmem["fp32"], (name, fp32)
+        assert nf4 < 0.5 * target_verbmem["fp32"] and abs(nf4 - fp32) < 15, (name, fp32, nf4)
+    record = json.loads((zoo / "npo_gdr_full_sure" / "unlearn.json").read_text())
+    assert len(record["salient_modules"]["selected"]) < len(record["salient_modules"]["saliency"])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

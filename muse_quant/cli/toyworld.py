@@ -41,10 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=run_build)
     zoo = sub.add_parser(
         "zoo",
-        help="unlearn the world's forget set eight ways (GA/NPO x GDR/KLR x full/LoRA), cached",
+        help="unlearn the world's forget set ten ways (GA/NPO x GDR/KLR x full/LoRA, SURE, "
+        "quantization-aware), cached",
         description=(
             "Build (or reuse) the toy world, then its method zoo: GA+GDR, GA+KLR, NPO+GDR, "
-            "NPO+KLR, each as full fine-tuning and as LoRA, with the toy presets of "
+            "NPO+KLR, each as full fine-tuning and as LoRA, and NPO+GDR with SURE and trained "
+            "through NF4, with the toy presets of "
             "docs/unlearning.md. Cached by world and presets; reports the fraction of 4-bit "
             "codes each run changed relative to the target."
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
@@ -55,7 +56,9 @@ class ForgetCheck(TrainerCallback):
             return
 
         model.eval()
-        with torch.no_grad():
+        # cached(): a parametrized weight (a quantization-aware run's NF4 rounding) is computed
+        # once for the whole check, not at every decoding step
+        with torch.no_grad(), parametrize.cached():
             check = {"step": state.global_step}
             check["verbmem"] = round(verbatim_rouge(model, self.tokenizer, self.pairs), 4)
             done = check["verbmem"] <= self.stop_verbmem
