@@ -2,8 +2,8 @@
 # contracts of docs/architecture.md, then the tests).
 # Each sets up .venv by itself, once: torch==2.13.0 only when no torch is importable (so a GPU
 # user's own CUDA torch is kept and pip never resolves an unpinned multi-GB torch), then the
-# package with its test, GPTQ and Ray extras. Re-running skips the set-up until pyproject.toml
-# changes.
+# package with its test, GPTQ, HQQ, GGUF and Ray extras (GGUF's llama-cpp-python compiles
+# llama.cpp: minutes, see README). Re-running skips the set-up until pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -37,5 +37,5 @@ chromium:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,gptq,ray]"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[test,gptq,hqq,gguf,ray]"
 	touch $(STAMP)

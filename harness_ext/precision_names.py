@@ -22,12 +22,22 @@ REFERENCE_PRECISIONS = ("fp32", "bf16")
 DTYPE_PRECISIONS = {dtype: name for name, dtype in FULL_PRECISIONS.items()}
 
 _GROUPED_BITS = re.compile(r"w(\d+)g\d+")
+#: A float format named by width, then its layout: ``fp8-e4m3`` is 8 bits, not 3.
+_FLOAT_BITS = re.compile(r"^fp(\d+)-")
+#: llama.cpp's type names: ``gguf-q4_k_m`` and ``gguf-q4_0`` are 4-bit, ``gguf-f32`` 32-bit.
+_GGUF_BITS = re.compile(r"^gguf-[qf](\d+)")
 _TRAILING_BITS = re.compile(r"(\d+)$")
 
 
 def bits_of(precision: str) -> int | None:
-    """Weight bits a precision name says (``gptq-w4g128`` -> 4, ``int8`` -> 8), None if unsaid."""
-    match = _GROUPED_BITS.search(precision) or _TRAILING_BITS.search(precision)
+    """Weight bits a precision name says (``gptq-w4g128`` -> 4, ``int8`` -> 8, ``fp8-e4m3`` ->
+    8, ``gguf-q4_k_m`` -> 4), None if unsaid."""
+    match = (
+        _GROUPED_BITS.search(precision)
+        or _FLOAT_BITS.search(precision)
+        or _GGUF_BITS.search(precision)
+        or _TRAILING_BITS.search(precision)
+    )
     return int(match.group(1)) if match else None
 
 

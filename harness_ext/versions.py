@@ -17,6 +17,9 @@ LIBRARIES = (
     "gptqmodel",
     "optimum",
     "torchao",
+    "hqq",
+    "gguf",
+    "llama_cpp_python",
     "lm_eval",
 )
 

@@ -1,4 +1,4 @@
-"""Calibration texts for calibrated quantizers (GPTQ): generic or retain text, never forget.
+"""Calibration texts for calibrated quantizers (GPTQ, AWQ): generic or retain text, never forget.
 
 Resolved once per checkpoint and precision (a sweep cell's key and the loader use the same
 :class:`Calibration`), so the texts are read once.
@@ -19,7 +19,7 @@ from harness_ext.muse_layout import read_split, split_path
 
 @dataclass(frozen=True)
 class Calibration:
-    """Texts a calibrated quantizer (GPTQ) sees, with where they came from and their hash."""
+    """Texts a calibrated quantizer (GPTQ, AWQ) sees, with where they came from and their hash."""
 
     texts: tuple[str, ...]
     source: str
@@ -40,7 +40,7 @@ _EVAL_CONFIGS = ("verbmem", "knowmem", "privleak")
 def resolve_calibration(
     calibration: list[str] | str | None, model_folder: Path, limit: int | None = None
 ) -> Calibration:
-    """GPTQ's calibration texts (the first ``limit``): generic or retain text, never forget."""
+    """Calibration texts (the first ``limit``): generic or retain text, never forget."""
     if isinstance(calibration, (list, tuple)):
         texts = [str(t) for t in calibration]
         source = "texts given by the caller"
@@ -48,7 +48,7 @@ def resolve_calibration(
         generic = _toy_world_generic(model_folder)
         if generic is None:
             raise MuseQuantError(
-                f"GPTQ needs calibration texts and none is known for {model_folder}: pass "
+                f"GPTQ and AWQ need calibration texts and none is known for {model_folder}: pass "
                 "calibration=<MUSE data folder> (its raw/retain1), calibration=news|books "
                 "(MUSE's raw/retain1 from the hub) or calibration=<JSON list of generic texts>"
             )

@@ -24,6 +24,9 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
   provenance (precision and library config, versions, file hashes, merge procedure, calibration
   hash, device) lands in the results file under ``config.muse_provenance``. lm-eval's own loading
   arguments (``peft=``, ``delta=``, ``gguf_file=``, ``revision=``, ...) keep lm-eval's loader.
+- ``precision=gguf-*`` (emulated=false) runs on llama.cpp's kernels: ``create_from_arg_obj`` and
+  ``create_from_arg_string`` (how lm-eval and the sweep build the model) return the llama.cpp
+  model (``model_wrappers.llamacpp_lm``) instead, which answers the same requests alike.
 - Data parallelism: launched as several processes (``torchrun`` or ``accelerate launch``), each
   process loads the model on its own device and scores its share of the documents; lm-eval
   gathers the per-document scores on rank 0, so PrivLeak's AUC is computed over every text, as
@@ -44,15 +47,16 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+from lm_eval.utils import simple_parse_args_string
 from tqdm.auto import tqdm
 
 from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
+from model_wrappers.llamacpp_lm import LlamaCppLM
 from model_wrappers.loading import load_causal_lm
-from model_wrappers.muse_requests import MuseRequests, row_stats
-from model_wrappers.precisions import Precision, all_precision_options
-from model_wrappers.precisions.registry import parse_bool
+from model_wrappers.muse_requests import CONTEXT_POLICIES, MuseRequests, flag, row_stats
+from model_wrappers.precisions import Precision, all_precision_options, resolve_precision
 from model_wrappers.prefix_cache import (
     MIN_SHARED_TOKENS,
     PrefixCache,
@@ -64,8 +68,6 @@ log = logging.getLogger(__name__)
 
 #: The muse model's true/false arguments, in the order ``__init__`` reads them.
 FLAGS = ("merge", "emulated", "allow_pickle", "allow_other_base", "prefix_cache")
-#: Values of the ``context_overflow`` model argument.
-CONTEXT_POLICIES = ("error", "truncate")
 #: PrivLeak's scoring batches hold at most this many padded tokens: with a 32k vocabulary the
 #: batch's logits are 8192 x 32000 x 4 bytes = 1 GB in float32 (0.5 GB in bf16), whatever the
 #: batch size or text length.
@@ -114,14 +116,6 @@ def _local_path(path: Any) -> Any:
     return path
 
 
-def _flag(name: str, value: Any) -> bool:
-    """A true/false model argument; anything else (``merge=flase``) is an error, not True."""
-    try:
-        return parse_bool(value)
-    except ValueError:
-        raise MuseQuantError(f"--model_args {name}={value}: expected true or false") from None
-
-
 def _data_parallel(on_cpu: bool) -> Any:
     """The Accelerator of this process when launched as several (``torchrun``, ``accelerate
     launch``), else None. HFLM sets none up for a model object, nor on CPU: on CPU accelerate's
@@ -140,7 +134,7 @@ def check_arguments(kwargs: Mapping[str, Any]) -> None:
     known = _known_arguments()
     for name in FLAGS:
         if name in kwargs:
-            _flag(name, kwargs[name])
+            flag(name, kwargs[name])
     unknown = sorted(k for k in kwargs if k not in known)
     if unknown:
         raise MuseQuantError(
@@ -183,7 +177,7 @@ class MuseLM(MuseRequests, HFLM):
         flags = (merge, emulated, allow_pickle, allow_other_base, prefix_cache)
         given = dict(zip(FLAGS, flags, strict=True))
         merge, emulated, allow_pickle, allow_other_base, prefix_cache = (
-            _flag(name, value) for name, value in given.items()
+            flag(name, value) for name, value in given.items()
         )
         if context_overflow not in CONTEXT_POLICIES:
             raise MuseQuantError(
@@ -254,6 +248,28 @@ class MuseLM(MuseRequests, HFLM):
         #: Per task, the tokens cut from each truncated document (by its label) since the last
         #: report; with several processes, rank 0 holds every process's after each request type.
         self.truncated: dict[str | None, dict[str, int]] = {}
+
+    @classmethod
+    def create_from_arg_obj(
+        cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
+    ) -> Any:
+        """The muse model, or, for a gguf precision on its real kernels, the llama.cpp model
+        (``model_wrappers.llamacpp_lm``): lm-eval and the sweep build models through here."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        args = {**arg_dict, **extra}
+        precision = args.get("precision")
+        if isinstance(precision, str):
+            emulated = flag("emulated", args.get("emulated", False))
+            precision = resolve_precision(precision, emulated=emulated)
+        if isinstance(precision, Precision) and precision.runtime == "llama.cpp":
+            return LlamaCppLM(**args)
+        return cls(**args)
+
+    @classmethod
+    def create_from_arg_string(
+        cls, arg_string: str, additional_config: dict[str, Any] | None = None
+    ) -> Any:
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval's model info (it goes into the results file's ``config``) plus provenance and

@@ -1,6 +1,7 @@
-"""What MUSE asks of any model it evaluates, whatever runs it: the per-token path and the context
-policy, shared by the ``muse`` model (torch, ``muse_lm.py``) and the llama.cpp model
-(``llamacpp_lm.py``) so that both score a text, refuse or truncate it, and report it alike.
+"""What MUSE asks of any model it evaluates, whatever runs it: the per-token path, the context
+policy and the true/false model arguments, shared by the ``muse`` model (torch, ``muse_lm.py``)
+and the llama.cpp model (``llamacpp_lm.py``) so that both score a text, refuse or truncate it,
+and report it alike.
 
 A model class mixes :class:`MuseRequests` in and gives ``tokenizer`` (the checkpoint's Hugging
 Face tokenizer: every runtime sees the same token ids), ``max_length``, ``max_gen_toks``,
@@ -21,8 +22,20 @@ from lm_eval.models.utils import normalize_gen_kwargs
 from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.mia import TokenStats
 from harness_ext.token_requests import describe
+from model_wrappers.precisions.registry import parse_bool
 
 log = logging.getLogger(__name__)
+
+#: Values of the ``context_overflow`` model argument.
+CONTEXT_POLICIES = ("error", "truncate")
+
+
+def flag(name: str, value: Any) -> bool:
+    """A true/false model argument; anything else (``merge=flase``) is an error, not True."""
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise MuseQuantError(f"--model_args {name}={value}: expected true or false") from None
 
 
 def row_stats(

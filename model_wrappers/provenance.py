@@ -36,12 +36,18 @@ def resident_weight_bytes(model: nn.Module) -> int:
     """Bytes of every parameter and buffer as really held, quantization state included.
 
     A bitsandbytes 4-bit weight counts its packed bytes plus its absmax/code (nested too); a
-    torchao weight counts its inner tensors (int8 codes, scales, zero points); a dense weight
-    counts its elements at its dtype.
+    torchao weight counts its inner tensors (int8 codes, scales, zero points); an hqq layer
+    counts the scales and zero points it keeps in its ``meta`` dict, outside its parameters; a
+    dense weight counts its elements at its dtype.
     """
     seen: set[int] = set()
     total = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
+    held = [*model.parameters(), *model.buffers()]
+    for module in model.modules():
+        meta = getattr(module, "meta", None)  # hqq's HQQLinear
+        if isinstance(meta, dict):
+            held += [t for t in meta.values() if isinstance(t, torch.Tensor)]
+    for tensor in held:
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
@@ -80,9 +86,11 @@ def provenance_record(
     precision: dict[str, Any],
     library: dict[str, Any],
     device: str,
-    model: nn.Module,
+    model: nn.Module | None = None,
+    weight_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """The provenance dict of one loaded model (JSON-able)."""
+    """The provenance dict of one loaded model (JSON-able); ``weight_bytes`` for a model that
+    is not a torch module (llama.cpp holds a GGUF file's tensors), else counted from ``model``."""
     return {
         "pretrained": pretrained,
         "weights_sha256": weights,
@@ -98,5 +106,5 @@ def provenance_record(
         "precision": {**precision, "library_config": library},
         "libraries": library_versions(),
         "device": device_description(device),
-        "resident_weight_bytes": resident_weight_bytes(model),
+        "resident_weight_bytes": weight_bytes if model is None else resident_weight_bytes(model),
     }

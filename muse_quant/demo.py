@@ -1,10 +1,11 @@
 """``muse-quant demo``: the README's main job, the whole story on the toy world.
 
-World -> method zoo (eight unlearning runs and two NF4-confined controls) -> sweep (every model
-at every precision on the world's news corpus) -> leaderboard -> audits of one full fine-tuning
-and one LoRA run -> a headline: which methods' forgetting reverts after quantization and which
-holds. Each stage is cached or resumable (the world and the zoo are cached by configuration, the
-sweep skips finished cells), so a second run, or one after a kill, redoes nothing finished.
+World -> method zoo (eight natural unlearning runs, SURE and quantization-aware NPO+GDR, two
+NF4-confined controls) -> sweep (every model at every precision on the world's news corpus) ->
+leaderboard -> audits of one full fine-tuning and one LoRA run -> a headline: which methods'
+forgetting reverts after quantization and which holds. Each stage is cached or resumable (the
+world and the zoo are cached by configuration, the sweep skips finished cells), so a second run,
+or one after a kill, redoes nothing finished.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from leaderboards.robustness import Board, compute_board
 from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, model_verdict
 from leaderboards.write import check_report_folder, is_board_folder, write_folder
 from model_wrappers.precisions import resolve_precision
-from model_wrappers.precisions.gptq import GPTQ, GPTQ_INSTALL
+from model_wrappers.precisions.gptq import GPTQ
+from model_wrappers.precisions.gptqmodel_checkpoints import GPTQMODEL_INSTALL
 from muse_quant.audit import AuditRequest, check_precisions, run_audit
 from muse_quant.demo_defaults import (
     AUDITED,
@@ -179,7 +181,7 @@ def _precisions(given: tuple[str, ...] | None) -> tuple[str, ...]:
     if given is None and gptq and importlib.util.find_spec("gptqmodel") is None:
         print(
             f"muse-quant: note: {', '.join(gptq)} skipped, gptqmodel is not installed; "
-            f"{GPTQ_INSTALL}",
+            f"{GPTQMODEL_INSTALL}",
             file=sys.stderr,
         )
         names = tuple(name for name in names if name not in gptq)

@@ -266,7 +266,7 @@ def test_calibration_sources(tiny_world: Path, tmp_path: Path) -> None:
     assert resolve_calibration(str(texts), tmp_path).texts == ("a generic sentence",)
     with pytest.raises(MuseQuantError) as err:
         resolve_calibration(None, tmp_path)  # not a toy-world model: no default
-    assert "GPTQ needs calibration texts" in one_line(err)
+    assert "GPTQ and AWQ need calibration texts" in one_line(err)
     with pytest.raises(MuseQuantError) as err:
         resolve_calibration(str(folder / "privleak" / "holdout.json"), tmp_path)
     assert "forget or evaluation text" in one_line(err)

@@ -1,13 +1,13 @@
 """The precision registry: resolving a name and its options, and building the model.
 
-A backend module (``full``, ``bitsandbytes``, ``gptq``, ``torchao``) gives one function per
-precision and registers it with one call. A precision function receives a :class:`Source`
-(full-precision weights: a checkpoint folder, or a base with a LoRA adapter merged in float32)
-and the resolved :class:`Precision`, and returns the model ready for evaluation plus a
-JSON-able description of what the library did. Names are parsed by pattern, so ``gptq-w3g64``
-and ``rtn-w8g32`` need no entry of their own.
+A backend module (``full``, ``bitsandbytes``, ``gptq``, ``torchao``, ``fp8``, ``hqq``) gives
+one function per precision and registers it with one call. A precision function receives a
+:class:`Source` (full-precision weights: a checkpoint folder, or a base with a LoRA adapter
+merged in float32) and the resolved :class:`Precision`, and returns the model ready for
+evaluation plus a JSON-able description of what the library did. Names are parsed by
+pattern, so ``gptq-w3g64`` and ``rtn-w8g32`` need no entry of their own.
 
-Adding a precision (docs/architecture.md): a module ``precisions/hqq.py`` with::
+Adding a precision (docs/architecture.md): a module such as ``precisions/hqq.py``, which has::
 
     def quantize_hqq(source: Source, precision: Precision) -> Built:
         ...                                    # load, quantize, return (model, library record)
@@ -23,6 +23,7 @@ import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -38,6 +39,9 @@ class Source(Protocol):
 
     #: sha256 identifying the full-precision weights (and a merged adapter): the cache key.
     digest: str
+    #: The checkpoint folder: its config and tokenizer (its weights are the base's when an
+    #: adapter is merged; ``load`` and ``weights_folder`` give the merged ones).
+    folder: Path
     device: str
     trust_remote_code: bool
 
@@ -53,11 +57,17 @@ class Source(Protocol):
 @dataclass(frozen=True)
 class Family:
     """A quantization library and, for emulated mode, how it dequantizes one of its modules
-    (``None`` for a module it did not quantize); ``calibrated`` libraries need calibration text."""
+    (``None`` for a module it did not quantize); ``calibrated`` libraries need calibration text.
+
+    ``runtime`` is what runs its real kernels: ``torch`` modules, or a runtime of its own that
+    evaluates the library's files (``llama.cpp``). A library with its own runtime builds a torch
+    model only for emulated mode, dequantizing its file itself (``dequantize`` stays None).
+    """
 
     name: str
     dequantize: Callable[[nn.Module], torch.Tensor | None] | None = None
     calibrated: bool = False
+    runtime: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,11 @@ class Precision:
     build: Build = field(compare=False, repr=False)
     emulated: bool = False
     calibration: Calibration | None = None
+
+    @property
+    def runtime(self) -> str:
+        """What evaluates this precision: torch (emulated mode always), or the library's own."""
+        return "torch" if self.emulated else self.family.runtime
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -171,7 +186,8 @@ def resolve_precision(
                 f"precision {name}: emulated=true cannot reproduce it ({entry.not_emulable}); "
                 "run it with emulated=false"
             )
-        emulated = bool(emulated and entry.family.dequantize is not None)
+        family = entry.family
+        emulated = bool(emulated and (family.dequantize is not None or family.runtime != "torch"))
         if emulated and resolved.get("compute_dtype", "float32") != "float32":
             raise MuseQuantError(
                 f"precision {name}: emulated=true runs dense float32 layers; "
@@ -182,14 +198,14 @@ def resolve_precision(
         return Precision(name, entry.family, params, resolved, entry.build, emulated, calibration)
     raise MuseQuantError(
         f"unknown precision {name!r}; known: {', '.join(known_precisions())} "
-        "(bits and group size are read from gptq-/rtn- names, e.g. gptq-w4g128, rtn-w8g64)"
+        "(bits and group size are read from gptq-/rtn-/hqq- names, e.g. gptq-w4g128, rtn-w8g64)"
     )
 
 
 def build_precision(source: Source, precision: Precision) -> Built:
     """Run the precision's function, then, in emulated mode, dequantize once into dense layers."""
     model, record = precision.build(source, precision)
-    if precision.emulated:
+    if precision.emulated and precision.family.dequantize is not None:
         record = {**record, "emulated_modules": emulate(model, precision.family)}
     return model, record
 

@@ -18,14 +18,15 @@ from model_wrappers.precisions.registry import (
 )
 
 
-def _torchao_dequantize(module: nn.Module) -> torch.Tensor | None:
+def torchao_dequantize(module: nn.Module) -> torch.Tensor | None:
+    """A torchao-quantized weight dequantized (its own ``dequantize``); None for other modules."""
     from torchao.utils import TorchAOBaseTensor  # torchao loads its kernels on import
 
     weight = getattr(module, "weight", None)
     return weight.dequantize() if isinstance(weight, TorchAOBaseTensor) else None
 
 
-RTN = Family("torchao", _torchao_dequantize)
+RTN = Family("torchao", torchao_dequantize)
 RTN_OPTIONS = {
     "sym": Option(True, parse_bool, "symmetric grid (scale = absmax / (2^bits - 1) * 2, zero 0)"),
 }

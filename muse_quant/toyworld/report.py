@@ -30,17 +30,20 @@ def format_report(world: Path) -> str:
 
 
 def format_zoo(zoo: Path) -> str:
-    """One line per zoo run: steps, seconds and the 4-bit codes it changed."""
+    """One line per zoo run: steps, seconds and the quantization codes it changed, per scheme
+    its records hold (``-`` where a run's record lacks one)."""
     manifest = load_manifest(zoo) or {}
-    lines = [
-        f"method zoo: {zoo}",
-        f"  {'run':26s} steps  seconds  codes changed: nf4  rtn-w4g64",
-    ]
-    for name, run in manifest.get("runs", {}).items():
+    runs = manifest.get("runs", {})
+    schemes = list(dict.fromkeys(k for r in runs.values() for k in r["changed_codes"]))
+    schemes = [s for s in schemes if s != "any"]
+    width = {s: max(len(s), 7) for s in schemes}
+    header = "  ".join(f"{s:>{width[s]}s}" for s in schemes)
+    lines = [f"method zoo: {zoo}", f"  {'run':26s} steps  seconds  codes changed: {header}"]
+    for name, run in runs.items():
         codes = run["changed_codes"]
-        lines.append(
-            f"  {name:26s} {run['steps']:5d} {run['seconds']:8.1f}"
-            f"  {100 * codes['nf4']:17.2f}% {100 * codes['rtn-w4g64']:9.2f}%"
+        cells = "  ".join(
+            f"{f'{100 * codes[s]:.2f}%' if s in codes else '-':>{width[s]}s}" for s in schemes
         )
+        lines.append(f"  {name:26s} {run['steps']:5d} {run['seconds']:8.1f}  {'':15s}{cells}")
     lines.append(f"  built in {manifest.get('build_seconds')} s")
     return "\n".join(lines)
