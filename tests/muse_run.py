@@ -35,3 +35,49 @@ def flat_metrics(results: dict) -> dict[str, float]:
         for name, value in task.items()
         if "," in name and "_stderr" not in name
     }
+
+
+def one_line(error) -> str:
+    """The message of a raised error (``pytest.ExceptionInfo``), checked to be one line."""
+    text = str(error.value)
+    assert text and "\n" not in text
+    return text
+
+
+def real_and_emulated_metrics(target: Path, data: Path, precision: str) -> list[dict[str, float]]:
+    """The MUSE suite (lm-eval, our tasks) on a precision's real kernels, then emulated."""
+    from lm_eval import simple_evaluate
+
+    from model_wrappers import MuseLM
+    from model_wrappers.loading import load_causal_lm
+    from muse_quant.lm_eval_tasks import task_manager
+
+    meta = {"pretrained": str(target), "muse_data": str(data)}
+    metrics = []
+    for emulated in (False, True):
+        model, _ = load_causal_lm(str(target), precision=precision, emulated=emulated)
+        lm = MuseLM(pretrained=model, tokenizer=str(target), batch_size=64)
+        results = simple_evaluate(
+            model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
+        )
+        metrics.append(flat_metrics(results))
+    return metrics
+
+
+def refused_on_the_command_line(world: Path, tmp_path: Path, capsys, precision: str) -> str:
+    """``muse-quant eval`` at ``precision`` (with ``$MUSE_QUANT_CACHE`` under ``tmp_path``): exit
+    2 with one error line, which is returned; no results written, nothing cached."""
+    from muse_quant.cli import main
+
+    out = tmp_path / "out"
+    argv = [
+        "eval", "--model", "muse", "--model_args",
+        f"pretrained={world / 'models' / 'target'},precision={precision}",
+        "--tasks", "muse_news_knowmem_f", "--metadata", f"muse_data={world / 'data'}",
+        "--device", "cpu", "--output_path", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("muse-quant: error: ")
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    return err[-1]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import flat_metrics
+from muse_run import one_line, real_and_emulated_metrics, refused_on_the_command_line
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -28,7 +28,6 @@ from harness_ext.errors import MuseQuantError
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import known_precisions, resolve_precision
 from model_wrappers.provenance import resident_weight_bytes
-from muse_quant.cli import main
 
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: The norm whose weight AWQ divides by the scales of the layers it feeds.
@@ -59,12 +58,6 @@ def awq4(target: Path) -> tuple[nn.Module, dict]:
 
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert text and "\n" not in text
-    return text
 
 
 def logits(model: nn.Module) -> torch.Tensor:
@@ -224,21 +217,7 @@ def test_awq_emulated_weights_are_the_dequantization(
 @needs_gptqmodel
 def test_awq_emulated_metrics_match_real(target: Path, tiny_world: Path) -> None:
     """The MUSE suite (lm-eval, our tasks) on the real fp16 kernel and on emulated weights."""
-    from lm_eval import simple_evaluate
-
-    from model_wrappers import MuseLM
-    from muse_quant.lm_eval_tasks import task_manager
-
-    meta = {"pretrained": str(target), "muse_data": str(tiny_world / "data")}
-    metrics = []
-    for emulated in (False, True):
-        model, _ = load_causal_lm(str(target), precision="awq-w4g128", emulated=emulated)
-        lm = MuseLM(pretrained=model, tokenizer=str(target), batch_size=64)
-        results = simple_evaluate(
-            model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
-        )
-        metrics.append(flat_metrics(results))
-    real, emulated = metrics
+    real, emulated = real_and_emulated_metrics(target, tiny_world / "data", "awq-w4g128")
     for key in ("verbmem_f", "knowmem_f", "knowmem_r", "privleak"):
         assert abs(real[key] - emulated[key]) <= 0.5, (key, real[key], emulated[key])
 
@@ -294,14 +273,4 @@ def test_bad_awq_on_the_command_line(
 ) -> None:
     """Exit 2, one line, no results and nothing cached."""
     monkeypatch.setenv("MUSE_QUANT_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    target = tiny_world / "models" / "target"
-    argv = [
-        "eval", "--model", "muse", "--model_args", f"pretrained={target},precision=awq-w9g128",
-        "--tasks", "muse_news_knowmem_f", "--metadata", f"muse_data={tiny_world / 'data'}",
-        "--device", "cpu", "--output_path", str(out),
-    ]  # fmt: skip
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("muse-quant: error: ") and "2 to 8 bits" in err[-1]
-    assert not out.exists() and not (tmp_path / "cache").exists()
+    assert "2 to 8 bits" in refused_on_the_command_line(tiny_world, tmp_path, capsys, "awq-w9g128")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from muse_run import flat_metrics, run_tasks
+from muse_run import flat_metrics, one_line, run_tasks
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig
 
 from harness_ext.errors import MuseQuantError
@@ -34,12 +34,6 @@ pytest.importorskip("llama_cpp", reason="pip install 'muse-quant[gguf]' to test 
 from model_wrappers.llamacpp_lm import LlamaCppLM  # noqa: E402
 from model_wrappers.muse_lm import MuseLM  # noqa: E402
 from model_wrappers.precisions import gguf as gguf_precision  # noqa: E402
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert text and "\n" not in text
-    return text
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from muse_run import one_line
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from harness_ext.errors import MuseQuantError
@@ -46,12 +47,6 @@ def adapter(target: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def logits(model: torch.nn.Module) -> torch.Tensor:
     with torch.no_grad():
         return model(PROMPT).logits.float()
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert text and "\n" not in text
-    return text
 
 
 # --------------------------------------------------------------------------- merge semantics

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import flat_metrics
+from muse_run import one_line, real_and_emulated_metrics
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -41,12 +41,6 @@ def n_block_linears(model_dir: Path) -> int:
 
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert text and "\n" not in text
-    return text
 
 
 # --------------------------------------------------------------------------- the registry
@@ -275,21 +269,7 @@ def test_emulated_metrics_match_real_kernels(name: str, target: Path, tiny_world
     """The MUSE suite (lm-eval, our tasks) on the real kernels and on emulated weights."""
     if name.startswith("gptq"):
         pytest.importorskip("gptqmodel", reason="pip install 'muse-quant[gptq]' to test GPTQ")
-    from lm_eval import simple_evaluate
-
-    from model_wrappers import MuseLM
-    from muse_quant.lm_eval_tasks import task_manager
-
-    meta = {"pretrained": str(target), "muse_data": str(tiny_world / "data")}
-    metrics = []
-    for emulated in (False, True):
-        model, _ = load_causal_lm(str(target), precision=name, emulated=emulated)
-        lm = MuseLM(pretrained=model, tokenizer=str(target), batch_size=64)
-        results = simple_evaluate(
-            model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
-        )
-        metrics.append(flat_metrics(results))
-    real, emulated = metrics
+    real, emulated = real_and_emulated_metrics(target, tiny_world / "data", name)
     for key in ("verbmem_f", "knowmem_f", "knowmem_r"):
         assert abs(real[key] - emulated[key]) <= 0.5, (key, real[key], emulated[key])
     assert abs(real["privleak"] - emulated["privleak"]) <= 0.5

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import flat_metrics
+from muse_run import one_line, real_and_emulated_metrics, refused_on_the_command_line
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -25,7 +25,6 @@ from harness_ext.precision_names import bits_of, precision_order
 from model_wrappers.codes import changed_codes, codes
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import known_precisions, resolve_precision
-from muse_quant.cli import main
 from muse_quant.unlearning.recipe import code_change_record
 
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -42,12 +41,6 @@ def fp32(target: Path) -> nn.Module:
 
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert text and "\n" not in text
-    return text
 
 
 def logits(model: nn.Module) -> torch.Tensor:
@@ -232,17 +225,8 @@ def test_bad_hqq_on_the_command_line(
 ) -> None:
     """Exit 2, one line, no results and nothing cached."""
     monkeypatch.setenv("MUSE_QUANT_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    target = tiny_world / "models" / "target"
-    argv = [
-        "eval", "--model", "muse", "--model_args", f"pretrained={target},precision=hqq-w5g12",
-        "--tasks", "muse_news_knowmem_f", "--metadata", f"muse_data={tiny_world / 'data'}",
-        "--device", "cpu", "--output_path", str(out),
-    ]  # fmt: skip
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("muse-quant: error: ") and "multiple of 8, not 12" in err[-1]
-    assert not out.exists() and not (tmp_path / "cache").exists()
+    message = refused_on_the_command_line(tiny_world, tmp_path, capsys, "hqq-w5g12")
+    assert "multiple of 8, not 12" in message
 
 
 # --------------------------------------------------------------------------- both
@@ -251,21 +235,8 @@ def test_bad_hqq_on_the_command_line(
 @pytest.mark.parametrize("name", ["fp8-e4m3", pytest.param("hqq-w4g64", marks=needs_hqq)])
 def test_emulated_metrics_equal_real(name: str, target: Path, tiny_world: Path) -> None:
     """The MUSE suite (lm-eval, our tasks) on the real kernels and on emulated weights."""
-    from lm_eval import simple_evaluate
-
-    from model_wrappers import MuseLM
-    from muse_quant.lm_eval_tasks import task_manager
-
-    meta = {"pretrained": str(target), "muse_data": str(tiny_world / "data")}
-    metrics = []
-    for emulated in (False, True):
-        model, _ = load_causal_lm(str(target), precision=name, emulated=emulated)
-        lm = MuseLM(pretrained=model, tokenizer=str(target), batch_size=64)
-        results = simple_evaluate(
-            model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
-        )
-        metrics.append(flat_metrics(results))
-    assert metrics[0] == metrics[1]
+    real, emulated = real_and_emulated_metrics(target, tiny_world / "data", name)
+    assert real == emulated
 
 
 def test_code_schemes_are_the_codes_the_precisions_hold(

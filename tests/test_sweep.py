@@ -575,10 +575,13 @@ def ray_cluster():
     cluster.shutdown()
 
 
-def ray_cells(results: Path) -> dict[tuple[str, ...], dict]:
-    return {
-        cell: read(results / Path(*cell) / "results.json") for cell in CELLS
-    }
+def assert_equals_local(results: Path, swept: Path) -> None:
+    """Every cell's metrics and key equal the local executor's run, and nothing half-written."""
+    for cell in CELLS:
+        data = read(results / Path(*cell) / "results.json")
+        local = read(swept / Path(*cell) / "results.json")
+        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
+    assert leftovers(results) == []
 
 
 def test_a_sweep_on_a_two_node_ray_cluster_equals_the_local_one(
@@ -594,10 +597,7 @@ def test_a_sweep_on_a_two_node_ray_cluster_equals_the_local_one(
     nodes = {line.split(" on ")[1].split(",")[0] for line in err.splitlines()
              if line.startswith("[") and " on " in line}  # fmt: skip
     assert len(nodes) == 2, err
-    for cell, data in ray_cells(tmp_path / "results").items():
-        local = read(swept / Path(*cell) / "results.json")
-        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
-    assert leftovers(tmp_path / "results") == []
+    assert_equals_local(tmp_path / "results", swept)
 
 
 def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
@@ -618,10 +618,7 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert f"[{len(CELLS)}/{len(CELLS)}]" in err
-    for cell, data in ray_cells(results).items():
-        local = read(swept / Path(*cell) / "results.json")
-        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
-    assert leftovers(results) == []
+    assert_equals_local(results, swept)
 
 
 def running_cells() -> list[int]:
@@ -655,10 +652,7 @@ def test_a_node_that_leaves_mid_cell_has_its_cell_retried_elsewhere(
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert f"[{len(CELLS)}/{len(CELLS)}]" in err
-    for cell, data in ray_cells(results).items():
-        local = read(swept / Path(*cell) / "results.json")
-        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
-    assert leftovers(results) == []
+    assert_equals_local(results, swept)
 
 
 def test_a_sigkilled_ray_driver_resumes_without_redoing_finished_cells(
@@ -684,10 +678,7 @@ def test_a_sigkilled_ray_driver_resumes_without_redoing_finished_cells(
         label, corpus, precision = path.relative_to(results).parts[:3]
         assert f"{label} / {corpus} / {precision}: skipped (finished earlier)" in err
         assert path.stat().st_mtime_ns == mtime
-    for cell, data in ray_cells(results).items():
-        local = read(swept / Path(*cell) / "results.json")
-        assert data["results"] == local["results"] and data["muse_quant"] == local["muse_quant"]
-    assert leftovers(results) == []
+    assert_equals_local(results, swept)
 
 
 def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
