@@ -27,6 +27,7 @@ from leaderboards.robustness import Board, compute_board
 from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, model_verdict
 from leaderboards.write import check_report_folder, is_board_folder, write_folder
 from model_wrappers.precisions import resolve_precision
+from model_wrappers.precisions.gguf import GGUF, GGUF_INSTALL
 from model_wrappers.precisions.gptq import GPTQ
 from model_wrappers.precisions.gptqmodel_checkpoints import GPTQMODEL_INSTALL
 from muse_quant.audit import AuditRequest, check_precisions, run_audit
@@ -168,23 +169,29 @@ def _zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
     return runs
 
 
+#: The optional libraries of the default precisions: family -> (module, what to install).
+OPTIONAL = {GPTQ: ("gptqmodel", GPTQMODEL_INSTALL), GGUF: ("llama_cpp", GGUF_INSTALL)}
+
+
 def _precisions(given: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The precisions to run, checked before any work. The default list keeps GPTQ only when
-    gptqmodel is installed (and says so when it is not); a list given explicitly is kept as is,
-    so asking for GPTQ without gptqmodel is the loader's one-line error."""
+    """The precisions to run, checked before any work. The default list keeps GPTQ and GGUF
+    only when their libraries are installed (and says so when one is not); a list given
+    explicitly is kept as is, so asking for GPTQ without gptqmodel is the loader's one-line
+    error."""
 
     names = DEFAULT_PRECISIONS if given is None else given
     check_precisions(names)
-    gptq = [name for name in names if resolve_precision(name).family is GPTQ]
-    # Looked up, not imported: importing prints gptqmodel's banner; the sweep imports it later,
-    # with library output going to its log.
-    if given is None and gptq and importlib.util.find_spec("gptqmodel") is None:
-        print(
-            f"muse-quant: note: {', '.join(gptq)} skipped, gptqmodel is not installed; "
-            f"{GPTQMODEL_INSTALL}",
-            file=sys.stderr,
-        )
-        names = tuple(name for name in names if name not in gptq)
+    for family, (module, install) in OPTIONAL.items() if given is None else ():
+        needing = [name for name in names if resolve_precision(name).family is family]
+        # Looked up, not imported: importing prints gptqmodel's banner; the sweep imports it
+        # later, with library output going to its log.
+        if needing and importlib.util.find_spec(module) is None:
+            print(
+                f"muse-quant: note: {', '.join(needing)} skipped, {module} is not installed; "
+                f"{install}",
+                file=sys.stderr,
+            )
+            names = tuple(name for name in names if name not in needing)
     return names
 
 

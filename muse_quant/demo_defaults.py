@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_OUT = Path("muse-quant-demo")
-#: The deployment precisions the demo runs, with real kernels; GPTQ when gptqmodel is installed.
-DEFAULT_PRECISIONS = ("fp32", "int8", "nf4", "fp4", "gptq-w4g128")
+#: The deployment precisions the demo runs, with real kernels (GGUF on llama.cpp's); GPTQ and
+#: GGUF when gptqmodel and llama-cpp-python are installed.
+DEFAULT_PRECISIONS = ("fp32", "int8", "nf4", "fp4", "gguf-q4_k_m", "gptq-w4g128")
 CORPUS = "news"
 #: The zoo runs audited with a full report: the same method, full fine-tuning and LoRA.
 AUDITED = ("npo_gdr_full", "npo_gdr_lora")

@@ -169,16 +169,20 @@ def test_bad_input_is_one_line_before_any_work(
     assert not (tmp_path / "out" / "results").exists()
 
 
-def test_gptq_is_skipped_without_gptqmodel(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("module", "precision"), [("gptqmodel", "gptq-w4g128"), ("llama_cpp", "gguf-q4_k_m")]
+)
+def test_an_optional_precision_is_skipped_without_its_library(
+    module: str, precision: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """The default list drops GPTQ, saying so; a list that asks for it keeps it."""
+    """The default list drops it, saying so; a list that asks for it keeps it."""
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *args: None if name == "gptqmodel" else find_spec(name, *args),
+        lambda name, *args: None if name == module else find_spec(name, *args),
     )
-    assert demo_module._precisions(None) == ("fp32", "int8", "nf4", "fp4")
-    assert "gptq-w4g128 skipped, gptqmodel is not installed" in capsys.readouterr().err
-    assert demo_module._precisions(("fp32", "gptq-w4g128")) == ("fp32", "gptq-w4g128")
+    expected = tuple(name for name in demo_module.DEFAULT_PRECISIONS if name != precision)
+    assert demo_module._precisions(None) == expected
+    assert f"{precision} skipped, {module} is not installed" in capsys.readouterr().err
+    assert demo_module._precisions(("fp32", precision)) == ("fp32", precision)

@@ -11,7 +11,9 @@ invocation) is not built. Before any model is loaded it rejects what would fail 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     output = _output_folder(ns.output_path)
     started = time.time()
     setup_logging()
+    _log_to_current_stderr()
     with muse_task_manager(include_defaults=not only_muse):
         ns.func(ns)
     # With several processes (torchrun, accelerate launch), rank 0 alone writes the results.
@@ -82,6 +85,15 @@ def run(args: argparse.Namespace) -> int:
             "its warning above); nothing was written"
         )
     return 0
+
+
+def _log_to_current_stderr() -> None:
+    """lm-eval's console handler writes to the ``sys.stderr`` of the first run in the process;
+    a later run in the same process (a notebook, a test) whose stderr was replaced would log into
+    a closed stream: point it at this run's."""
+    for handler in logging.getLogger("lm_eval").handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.stream = sys.stderr  # not setStream(): it flushes the old, maybe closed one
 
 
 def _output_folder(output_path: str | None) -> Path | None:
