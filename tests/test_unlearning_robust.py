@@ -124,13 +124,16 @@ def test_through_nf4_computes_on_the_rounded_weights_with_straight_through_gradi
         assert w is originals[name]  # the optimizer's parameter, unrounded again
         assert torch.equal(w.grad, rounded.get_submodule(name).weight.grad), name
     assert not torch.equal(originals[names[0]], rounded.get_submodule(names[0]).weight)
-    # an optimizer step changes the weight in place: the next forward rounds the new weight
-    layer = aware.get_submodule(names[0])
+    # the Trainer's fused AdamW updates the weight in place without moving its version counter:
+    # the next forward must still round the new weight
+    layer, weight = aware.get_submodule(names[0]), originals[names[0]]
+    optimizer = torch.optim.AdamW([weight], lr=0.5, fused=True)
     with through_nf4(aware, names[:1]):
-        first = layer.weight.clone()
-        with torch.no_grad():
-            originals[names[0]].mul_(1.5)
-        assert torch.equal(layer.weight, nf4_round_trip(originals[names[0]]))
+        first, version = layer.weight.clone(), weight._version
+        weight.grad = torch.ones_like(weight)
+        optimizer.step()
+        assert weight._version == version  # what made a version-keyed cache go stale
+        assert torch.equal(layer.weight, nf4_round_trip(weight))
         assert not torch.equal(layer.weight, first)
 
 

@@ -29,7 +29,7 @@ from muse_quant.unlearning.config import RETAIN_LOSSES, UnlearnConfig
 from muse_quant.unlearning.recipe import RECORD, block_weights, code_change_record, unlearn
 from muse_quant.unlearning.trainers import TRAINERS
 
-ZOO_VERSION = 1
+ZOO_VERSION = 2
 #: What a zoo's manifest says it is (a folder without it is never replaced).
 KIND = "muse-quant toy world zoo"
 #: Full fine-tuning runs whose update is also saved confined to the target's NF4 bins (a control

@@ -27,20 +27,12 @@ def nf4_round_trip(weight: torch.Tensor) -> torch.Tensor:
 
 
 class StraightThroughNF4(nn.Module):
-    """A parametrization: the NF4-rounded weight forward, the identity backward.
-
-    The rounding is kept until the weight changes (its in-place version counter moves at each
-    optimizer step), so a step's several forward passes (forget, retain) round it once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._rounded: tuple[tuple[int, int], torch.Tensor] | None = None
+    """A parametrization: the NF4-rounded weight forward, the identity backward. The rounding is
+    redone at every access: the Trainer's fused AdamW updates weights without moving their
+    version counter, so a rounding kept "until the weight changes" would go stale."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        key = (weight.data_ptr(), weight._version)
-        if self._rounded is None or self._rounded[0] != key:
-            self._rounded = (key, nf4_round_trip(weight))
-        return weight + (self._rounded[1] - weight).detach()
+        return weight + (nf4_round_trip(weight) - weight).detach()
 
 
 @contextlib.contextmanager
