@@ -181,8 +181,10 @@ def _precisions(given: tuple[str, ...] | None) -> tuple[str, ...]:
 
     names = DEFAULT_PRECISIONS if given is None else given
     check_precisions(names)
+    # every name resolved now: an unknown one is its one-line error before any work
+    families = {name: resolve_precision(name).family for name in names}
     for family, (module, install) in OPTIONAL.items() if given is None else ():
-        needing = [name for name in names if resolve_precision(name).family is family]
+        needing = [name for name in names if families[name] is family]
         # Looked up, not imported: importing prints gptqmodel's banner; the sweep imports it
         # later, with library output going to its log.
         if needing and importlib.util.find_spec(module) is None:
