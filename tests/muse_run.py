@@ -81,3 +81,21 @@ def refused_on_the_command_line(world: Path, tmp_path: Path, capsys, precision: 
     assert err[-1].startswith("muse-quant: error: ")
     assert not out.exists() and not (tmp_path / "cache").exists()
     return err[-1]
+
+
+#: A Llama block's linears, the layers weight-only quantizers replace.
+BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def block_linears(model):
+    """``{name: module}`` of a model's block linears."""
+    return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
+
+
+def logits(model):
+    """The model's logits on a fixed random batch (4 x 32 token ids)."""
+    import torch
+
+    ids = torch.randint(3, 200, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model(ids).logits

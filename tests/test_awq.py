@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import one_line, real_and_emulated_metrics, refused_on_the_command_line
+from muse_run import (
+    block_linears,
+    logits,
+    one_line,
+    real_and_emulated_metrics,
+    refused_on_the_command_line,
+)
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -29,7 +35,6 @@ from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import known_precisions, resolve_precision
 from model_wrappers.provenance import resident_weight_bytes
 
-BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: The norm whose weight AWQ divides by the scales of the layers it feeds.
 NORM_BEFORE = {
     "q_proj": "input_layernorm",
@@ -54,16 +59,6 @@ def fp32(target: Path) -> nn.Module:
 def awq4(target: Path) -> tuple[nn.Module, dict]:
     pytest.importorskip("gptqmodel", reason="pip install 'muse-quant[gptq]' to test AWQ")
     return load_causal_lm(str(target), precision="awq-w4g128")
-
-
-def block_linears(model: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
-
-
-def logits(model: nn.Module) -> torch.Tensor:
-    ids = torch.randint(3, 200, (4, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        return model(ids).logits
 
 
 def unpack(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import one_line, real_and_emulated_metrics, refused_on_the_command_line
+from muse_run import (
+    block_linears,
+    logits,
+    one_line,
+    real_and_emulated_metrics,
+    refused_on_the_command_line,
+)
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -27,7 +33,6 @@ from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import known_precisions, resolve_precision
 from muse_quant.unlearning.recipe import code_change_record
 
-BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 E4M3_MAX = 448.0
 needs_hqq = pytest.mark.skipif(
     importlib.util.find_spec("hqq") is None, reason="pip install 'muse-quant[hqq]' to test HQQ"
@@ -37,16 +42,6 @@ needs_hqq = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def fp32(target: Path) -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
-
-
-def block_linears(model: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in BLOCK_LINEARS}
-
-
-def logits(model: nn.Module) -> torch.Tensor:
-    ids = torch.randint(3, 200, (4, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        return model(ids).logits
 
 
 # --------------------------------------------------------------------------- FP8 (torchao)
