@@ -62,7 +62,12 @@ class PrefixCache:
         """A fresh copy of the prefix's cache for ``rows`` rows (``generate`` extends it)."""
         tokens = tuple(prefix.tolist())
         if tokens != self._tokens:
-            self._cache = model(prefix[None], use_cache=True).past_key_values
+            # Only the cache is kept: the vocabulary logits of every prefix position (a 1k-token
+            # prefix at a 32k vocabulary: 128 MB in float32, 40% of this pass on a small model)
+            # are not computed where the model can skip them. The cache is the same either way.
+            supports = getattr(model, "_supports_logits_to_keep", None)
+            keep = {"logits_to_keep": 1} if callable(supports) and supports() else {}
+            self._cache = model(prefix[None], use_cache=True, **keep).past_key_values
             self._tokens = tokens
         cache = copy.deepcopy(self._cache)
         cache.batch_repeat_interleave(rows)
