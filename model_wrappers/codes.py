@@ -136,10 +136,18 @@ def changed_codes(
     return report
 
 
-def confine_to_nf4_bins(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+def confine_to_nf4_bins(
+    before: torch.Tensor, after: torch.Tensor, keep: float = 0.0, seed: int = 0
+) -> torch.Tensor:
     """``after`` with every element clamped into the NF4 bin of ``before`` (each block's absmax
     element kept at its ``before`` value), so the two share every NF4 code and NF4 dequantizes
-    them identically: the part of an update that 4-bit NF4 quantization cannot see."""
+    them identically: the part of an update that 4-bit NF4 quantization cannot see.
+
+    ``keep`` > 0 leaves that fraction of the code-changing elements (drawn with ``seed``) as they
+    are in ``after``: an update that changes fewer NF4 codes, for measuring how the revert at NF4
+    depends on the changed-code fraction."""
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep={keep}: a fraction of the changed codes, in [0, 1]")
     levels = bnbf.get_4bit_type("nf4", device="cpu").float()
     edges = (levels[1:] + levels[:-1]) / 2
     low = torch.cat([levels[:1], edges])
@@ -152,7 +160,11 @@ def confine_to_nf4_bins(before: torch.Tensor, after: torch.Tensor) -> torch.Tens
     mid = (lo + hi) / 2  # stay a hair inside the bin, away from rounding ties
     lo = torch.minimum(mid + (lo - mid) * 0.995, b0)
     hi = torch.maximum(mid + (hi - mid) * 0.995, b0)
-    b1 = torch.maximum(torch.minimum(b1, hi), lo)
-    keep = b0.abs().argmax(1, keepdim=True)
-    b1.scatter_(1, keep, b0.gather(1, keep))
-    return b1.reshape(before.shape)
+    confined = torch.maximum(torch.minimum(b1, hi), lo)
+    keep_at = b0.abs().argmax(1, keepdim=True)
+    confined.scatter_(1, keep_at, b0.gather(1, keep_at))
+    if keep > 0:
+        changed = (code != nf4_codes(after).long().reshape(-1, 64)).float()
+        draw = torch.rand(b1.shape, generator=torch.Generator().manual_seed(seed))
+        confined = torch.where((changed > 0) & (draw < keep), b1, confined)
+    return confined.reshape(before.shape)

@@ -7,7 +7,9 @@ Measured through the real ``muse`` model and VerbMem task, over two unlearning s
 - the same update confined to the target's NF4 bins (0 codes changed) still forgets at fp32 but
   reverts at NF4 (forget retention up by more than 0.2): what decides the revert is the
   changed-code fraction, as Zhang et al. argue for 7B models whose updates are smaller than a
-  4-bit step.
+  4-bit step;
+- the natural NPO+GDR update with 20% and 60% of its code changes kept (about 3% and 9% of the
+  codes changed): the revert at NF4 shrinks as the fraction grows, and is gone at the natural 15%.
 """
 
 from __future__ import annotations
@@ -139,3 +141,43 @@ def test_an_update_confined_to_nf4_bins_reverts_at_nf4(
         # NF4 gives the block weights' part of the forgetting back; what remains forgotten
         # lives in the never-quantized embeddings, norms and head
         assert retention_nf4 - retention_fp32 > 0.2, (name, fp32, nf4)
+
+
+#: Fractions of the natural NPO+GDR run's NF4 code changes kept (the rest confined to the
+#: target's bins): 0 is the control above, 1 the natural run.
+KEPT = (0.2, 0.6)
+
+
+@pytest.fixture(scope="module")
+def fewer_code_changes(zoo: Path, seed1_runs: Path, tiny_world: Path, tmp_path_factory) -> dict:
+    """Per seed, the natural full NPO+GDR run with 0, 20%, 60% and all of its code changes."""
+    target = tiny_world / "models" / "target"
+    runs = {}
+    for seed, folder in ((0, zoo), (1, seed1_runs)):
+        natural = folder / "npo_gdr_full"
+        out = tmp_path_factory.mktemp(f"kept-seed{seed}")
+        kept = [save_confined(target, natural, out, keep=k) for k in KEPT]
+        runs[seed] = [folder / f"npo_gdr_full{CONFINED_SUFFIX}", *kept, natural]
+    return runs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_revert_at_nf4_shrinks_as_the_update_changes_more_codes(
+    seed, fewer_code_changes, tiny_world, target_verbmem
+) -> None:
+    """The mechanism behind the papers' revert, measured on one natural update: with few NF4
+    codes changed (the regime of a 7B model's small updates) NF4 gives the memorization back;
+    with the 15% a natural toy-scale run changes, it keeps the forgetting."""
+    points = []
+    for run in fewer_code_changes[seed]:
+        fp32, nf4 = verbmem(tiny_world, run, "fp32"), verbmem(tiny_world, run, "nf4")
+        revert = (nf4 - fp32) / target_verbmem["fp32"]
+        points.append((codes(run)["nf4"], fp32 / target_verbmem["fp32"], revert))
+    print(f"seed {seed}: (NF4 codes changed, retention fp32, revert at NF4):", points)
+    changed = [p[0] for p in points]
+    assert changed == sorted(changed) and changed[1] < 0.05 < changed[-1], changed
+    assert all(p[1] < 0.6 for p in points), points  # every variant forgets at full precision
+    (_, _, none), (_, _, few), (_, _, more), (_, _, natural) = points
+    assert none > 0.3 and few > 0.3, points  # few codes changed: NF4 undoes the forgetting
+    assert few - more > 0.15 and more - natural > 0.05, points  # the revert shrinks ...
+    assert abs(natural) < 0.15, points  # ... and is gone at the natural run's fraction

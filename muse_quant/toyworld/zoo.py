@@ -169,21 +169,24 @@ def _run_summary(folder: Path, method: str, mode: str) -> dict:
     }
 
 
-def save_confined(target: Path, run: Path, zoo: Path) -> Path:
-    """Save ``run``'s weights with each block linear confined to the target's NF4 bins."""
+def save_confined(target: Path, run: Path, zoo: Path, keep: float = 0.0) -> Path:
+    """Save ``run``'s weights with each block linear confined to the target's NF4 bins; with
+    ``keep`` > 0, that fraction of its NF4 code changes left in (``<run>_nf4keep<percent>``)."""
     reference = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
     model = AutoModelForCausalLM.from_pretrained(run, dtype=torch.float32)
     names = quantized_linear_names(reference)
     before = block_weights(reference, names)
     with torch.no_grad():
-        for name in names:
+        for i, name in enumerate(names):
             weight = model.get_submodule(name).weight
-            weight.copy_(confine_to_nf4_bins(before[name], weight))
-    out = zoo / f"{run.name}{CONFINED_SUFFIX}"
+            weight.copy_(confine_to_nf4_bins(before[name], weight, keep=keep, seed=i))
+    suffix = CONFINED_SUFFIX if keep == 0 else f"_nf4keep{round(keep * 100)}"
+    out = zoo / f"{run.name}{suffix}"
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(run).save_pretrained(out)
     record = json.loads((run / RECORD).read_text())
     record["confined_to_nf4_bins_of"] = str(target)
+    record["kept_code_changes"] = keep
     record["changed_codes"] = code_change_record(before, block_weights(model, names))
     (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return out
