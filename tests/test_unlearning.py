@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.codes import changed_codes, nf4_codes, rtn_codes
+from model_wrappers.codes import changed_codes, confine_to_nf4_bins, nf4_codes, rtn_codes
 from model_wrappers.loading import load_causal_lm
 from muse_quant.batching import pad_batch
 from muse_quant.cli import main
@@ -130,6 +130,29 @@ def test_changed_codes_counts_only_real_crossings() -> None:
     flips = changed_codes({"w": w}, {"w": flipped})
     n_nonzero = int((nf4_codes(w[0, :64]) != 7).sum())
     assert flips["nf4"]["per_layer"]["w"] == pytest.approx(n_nonzero / w.numel())
+
+
+def test_confining_to_nf4_bins_keeps_the_asked_part_of_the_code_changes() -> None:
+    gen = torch.Generator().manual_seed(2)
+    before = torch.randn(64, 256, generator=gen) * 0.02
+    after = before + torch.randn(64, 256, generator=gen) * 0.004  # moves weights across bins,
+    blocks, top = before.view(-1, 64), before.view(-1, 64).abs().argmax(1, keepdim=True)
+    limit = blocks.abs().amax(1, keepdim=True) * 0.99  # each block's scale kept: a code changes
+    after = torch.maximum(torch.minimum(after.view(-1, 64), limit), -limit)  # only by crossing
+    after = after.scatter(1, top, blocks.gather(1, top)).view(before.shape)
+    crossed = nf4_codes(before) != nf4_codes(after)
+    assert crossed.float().mean() > 0.1
+    confined = confine_to_nf4_bins(before, after)
+    assert torch.equal(nf4_codes(confined), nf4_codes(before))  # NF4 cannot see the update
+    moved = confined != before
+    assert moved.float().mean() > 0.5  # yet the weights still move, within their bins
+    assert torch.all((confined - before).sign()[moved] == (after - before).sign()[moved])
+    kept = confine_to_nf4_bins(before, after, keep=0.5, seed=3)
+    same = kept.flatten() == after.flatten()
+    assert 0.45 < same[crossed].float().mean() < 0.55  # about half of them, as drawn
+    assert torch.equal(kept, confine_to_nf4_bins(before, after, keep=0.5, seed=3))
+    with pytest.raises(ValueError, match="keep=1.5"):
+        confine_to_nf4_bins(before, after, keep=1.5)
 
 
 # --------------------------------------------------------------------------- runs
