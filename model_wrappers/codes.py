@@ -164,7 +164,7 @@ def confine_to_nf4_bins(
     keep_at = b0.abs().argmax(1, keepdim=True)
     confined.scatter_(1, keep_at, b0.gather(1, keep_at))
     if keep > 0:
-        changed = (code != nf4_codes(after).long().reshape(-1, 64)).float()
+        changed = code != nf4_codes(after).long().reshape(-1, 64)
         draw = torch.rand(b1.shape, generator=torch.Generator().manual_seed(seed))
-        confined = torch.where((changed > 0) & (draw < keep), b1, confined)
+        confined = torch.where(changed & (draw < keep), b1, confined)
     return confined.reshape(before.shape)

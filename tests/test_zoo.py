@@ -14,6 +14,7 @@ Measured through the real ``muse`` model and VerbMem task, over two unlearning s
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -63,6 +64,7 @@ def seed1_runs(tiny_world: Path, tmp_path_factory) -> Path:
     return folder
 
 
+@functools.cache  # several tests score the same run (the controls, the natural runs)
 def verbmem(tiny_world: Path, run: Path, precision: str) -> float:
     """VerbMem_f (x100) through lm-eval and the muse model, NF4 emulated (= bnb's weights)."""
     args = {"precision": precision, "emulated": precision != "fp32"}
