@@ -2,8 +2,24 @@
 # contracts of docs/architecture.md, then the tests).
 # Each sets up .venv by itself, once: torch==2.13.0 only when no torch is importable (so a GPU
 # user's own CUDA torch is kept and pip never resolves an unpinned multi-GB torch), then the
-# package with its test, GPTQ, HQQ, GGUF and Ray extras (GGUF's llama-cpp-python compiles
-# llama.cpp: minutes, see README). Re-running skips the set-up until pyproject.toml changes.
+# package with its test, GPTQ, HQQ, GGUF and Ray extras. Re-running skips the set-up until
+# pyproject.toml changes; the set-up prints how long it took.
+#
+# llama.cpp (the gguf extra's llama-cpp-python builds it from source at install), with only what
+# the Python package loads: libllama and the ggml libraries. As a subproject llama.cpp already
+# builds no tests, tools, examples or server (LLAMA_BUILD_TESTS/TOOLS/EXAMPLES/SERVER default to
+# off outside a standalone build); llama-cpp-python forces its `common` library on; the one part
+# left to drop is the multimodal library (LLAVA_BUILD=OFF: llama_cpp.mtmd_cpp is imported only by
+# the image chat handlers, which muse-quant never uses). Built with every core. pip keeps the
+# built wheel in its own cache (~/.cache/pip/wheels), so every later clone on the machine
+# installs it in seconds; README's timing table says what a first build costs.
+LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+#
+# The test thread policy: one pytest worker per core (pytest-xdist, `-n auto`), each worker and
+# every process a test starts single-threaded (OMP_NUM_THREADS=1, and tests/conftest.py sets
+# torch's thread count to 1), so two workers never share a core's OpenMP threads. Test files run
+# whole on one worker (--dist loadfile: a module's fixtures are built once), the slowest first.
+TEST_WORKERS ?= auto
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +34,8 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		--durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -35,7 +52,11 @@ chromium:
 	fi
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[test,gptq,hqq,gguf,ray]"
-	touch $(STAMP)
+	@set -e; started=$$(date +%s); \
+	set -x; \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0; \
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PY) -m pip install -q -e ".[test,gptq,hqq,gguf,ray]"; \
+	touch $(STAMP); \
+	{ set +x; } 2>/dev/null; echo "set-up took $$(( $$(date +%s) - started )) s"

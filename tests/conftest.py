@@ -1,7 +1,13 @@
-"""Shared fixtures: the tiny toy world, built once and cached on disk across test runs.
+"""Shared fixtures: the micro toy world, built once and cached on disk across test runs.
 
 The cache lives in ``$MUSE_QUANT_CACHE`` if set, else ``<repo>/.cache/muse-quant`` (git-ignored),
-keyed by the world's configuration hash, so a second ``make test`` reuses it.
+keyed by the world's configuration hash, so a second ``make test`` reuses it. Several pytest
+workers (``make test`` runs one per core) share it: the first to need the world builds it under a
+file lock while the others wait.
+
+The thread policy: every test process runs torch on one thread (below), and ``make test`` sets
+``OMP_NUM_THREADS=1`` for every process a test starts; a test that starts processes of its own
+starts at most ``muse_run.cores_for_this_worker()`` of them.
 """
 
 from __future__ import annotations
@@ -20,13 +26,23 @@ os.environ.setdefault(
     "MUSE_QUANT_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "muse-quant")
 )
 
+#: Test files that take minutes (measured with ``--durations``): run first, so that with one
+#: worker per core the long ones overlap each other instead of ending the run alone.
+SLOWEST_FIRST = ("test_zoo.py", "test_sweep.py", "test_demo.py", "test_gguf.py", "test_awq.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
-def tiny_world() -> Path:
-    """The tiny toy world's folder (data/, models/{base,target,retrain}, manifest.json)."""
+def micro_world() -> Path:
+    """The micro toy world's folder (data/, models/{base,target,retrain}, manifest.json): the
+    toy world's own code at the test suite's scale (docs/toyworld.md)."""
     from muse_quant.toyworld.build import build_world
 
-    return build_world(scale="tiny")
+    return build_world(scale="micro")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,6 +56,6 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def target(tiny_world: Path) -> Path:
-    """The tiny world's target model folder."""
-    return tiny_world / "models" / "target"
+def target(micro_world: Path) -> Path:
+    """The micro world's target model folder."""
+    return micro_world / "models" / "target"

@@ -1,8 +1,15 @@
-"""Shared by the MUSE task tests: run our tasks through lm-eval and read its results."""
+"""Shared by the tests: run our tasks through lm-eval and read its results; each worker's cores."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def cores_for_this_worker() -> int:
+    """This pytest worker's share of the cores (all of them without pytest-xdist)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def run_tasks(model_dir: Path, data: Path, tasks: list[str], **kw) -> dict:

@@ -1,8 +1,8 @@
-"""``muse-quant audit``: the verdict rule, the report, and a real audit on the tiny toy world.
+"""``muse-quant audit``: the verdict rule, the report, and a real audit on the micro toy world.
 
 The verdict tests craft results files from a real one (``data/muse_results_target_nf4.json``,
 through test_leaderboard's helpers) and state every expected sentence, computed by hand from the
-crafted scores. The end-to-end tests run the command on the tiny world (target, retrain and an
+crafted scores. The end-to-end tests run the command on the micro world (target, retrain and an
 audited model at fp32 and emulated nf4), then again to check that finished cells are reused.
 """
 
@@ -243,18 +243,18 @@ def audit_args(world: Path, model: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def candidate(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def candidate(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The retrain model's files under another name: a third party's model that forgot exactly
     as much as the retrain model."""
     copy = tmp_path_factory.mktemp("third-party") / "candidate"
-    return Path(shutil.copytree(tiny_world / "models" / "retrain", copy))
+    return Path(shutil.copytree(micro_world / "models" / "retrain", copy))
 
 
 def test_audit_on_the_toy_world_then_reuse(
-    tiny_world: Path, candidate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    micro_world: Path, candidate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "audit"
-    code = main(audit_args(tiny_world, candidate, out))
+    code = main(audit_args(micro_world, candidate, out))
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").is_file()
@@ -283,15 +283,15 @@ def test_audit_on_the_toy_world_then_reuse(
     assert len(files) == 6
     stamps = [f.stat().st_mtime_ns for f in files]
     before = (out / "report.json").read_bytes()
-    assert main(audit_args(tiny_world, candidate, out)) == code
+    assert main(audit_args(micro_world, candidate, out)) == code
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert (out / "report.json").read_bytes() == before
     # The target's files as the audited model, in the same results folder: the references are
     # reused, and nothing was forgotten (exit 1).
-    stale = Path(shutil.copytree(tiny_world / "models" / "target", tmp_path / "stale"))
+    stale = Path(shutil.copytree(micro_world / "models" / "target", tmp_path / "stale"))
     shared = ("--results", str(out / "results"))
     capsys.readouterr()
-    assert main(audit_args(tiny_world, stale, tmp_path / "stale-audit", *shared)) == 1
+    assert main(audit_args(micro_world, stale, tmp_path / "stale-audit", *shared)) == 1
     assert [f.stat().st_mtime_ns for f in files] == stamps
     printed = capsys.readouterr().out
     assert "FAIL: no forgetting at fp32: VerbMem_f" in printed
@@ -316,7 +316,7 @@ def assert_bad_input(capsys: pytest.CaptureFixture[str], args: list[str], messag
     ],
 )
 def test_bad_input_writes_nothing(
-    tiny_world: Path,
+    micro_world: Path,
     candidate: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -327,17 +327,17 @@ def test_bad_input_writes_nothing(
     """One line, exit 2, and no report or results folder (argparse keeps a flag's last value)."""
     value = str(tmp_path / value) if flag in ("--model", "--data") else value
     assert_bad_input(
-        capsys, audit_args(tiny_world, candidate, tmp_path / "out", flag, value), message
+        capsys, audit_args(micro_world, candidate, tmp_path / "out", flag, value), message
     )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_out_writes_nothing(
-    tiny_world: Path, candidate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    micro_world: Path, candidate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An --out under a file (root can write anywhere else) is refused before any cell runs."""
     (tmp_path / "file").write_text("x")
     assert_bad_input(
-        capsys, audit_args(tiny_world, candidate, tmp_path / "file" / "out"), "not a folder"
+        capsys, audit_args(micro_world, candidate, tmp_path / "file" / "out"), "not a folder"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["file"]

@@ -1,4 +1,4 @@
-"""AWQ (``awq-w{bits}g{group}``, gptqmodel) on the tiny toy world.
+"""AWQ (``awq-w{bits}g{group}``, gptqmodel) on the micro toy world.
 
 The packed tensors are unpacked here by hand (a little-endian bit stream per row; at 4 bits
 each word's eight codes hold columns 0, 2, 4, 6, 1, 3, 5, 7) and dequantized as
@@ -80,17 +80,31 @@ def dequantized(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return ((q - zero) * scale).T, q, zero.T
 
 
+#: The layer whose per-input-channel scales AWQ folds into the output rows of another quantized
+#: layer (no norm between them): those scales are not stored anywhere unquantized.
+FOLDED_INTO = {"v_proj": "o_proj", "up_proj": "down_proj"}
+
+
 def folded_reference(name: str, fp32: nn.Module, model: nn.Module) -> torch.Tensor:
-    """The float32 weight times AWQ's per-input-channel scales: the source norm's weight over
-    the quantized model's (1 for a layer after no norm)."""
+    """The float32 weight with AWQ's scales folded in. After a norm, the input-channel scales
+    are exact: the source norm's weight over the quantized model's. Between two quantized
+    layers (v_proj -> o_proj, up_proj -> down_proj) they are estimated by least squares from the
+    second layer's dequantized columns, so that reference is good to the estimate."""
     weight = fp32.get_submodule(name).weight
     kind = name.rsplit(".", 1)[-1]
-    if kind not in NORM_BEFORE:
+    if kind in NORM_BEFORE:
+        norm = f"{name.split('.self_attn')[0].split('.mlp')[0]}.{NORM_BEFORE[kind]}"
+        folded = model.get_submodule(norm).weight
+        assert not torch.equal(folded, fp32.get_submodule(norm).weight)  # AWQ folded scales in
+        weight = weight * (fp32.get_submodule(norm).weight / folded)
+    into = {**FOLDED_INTO, **{v: v for v in FOLDED_INTO.values()}}.get(kind)
+    if into is None:
         return weight
-    norm = f"{name.split('.self_attn')[0].split('.mlp')[0]}.{NORM_BEFORE[kind]}"
-    folded = model.get_submodule(norm).weight
-    assert not torch.equal(folded, fp32.get_submodule(norm).weight)  # AWQ did fold scales in
-    return weight * (fp32.get_submodule(norm).weight / folded)
+    second = name.rsplit(".", 1)[0] + "." + into
+    plain = fp32.get_submodule(second).weight
+    quantized = dequantized(model.get_submodule(second))[0]
+    scales = (plain * quantized).sum(0) / (plain * plain).sum(0)  # per input column of `into`
+    return weight * scales[None, :] if kind == into else weight / scales[:, None]
 
 
 # --------------------------------------------------------------------------- quantization
@@ -124,7 +138,11 @@ def test_awq_is_its_hand_dequantization(
         reference = folded_reference(name, fp32, model)
         error = (weight - torch.minimum(torch.maximum(reference, low), high)).abs() / step
         assert error.max() <= 1.0 + 1e-2, name  # a clipped weight: its clip, then half a step
-        assert (error <= 0.5 + 1e-2).float().mean() > 0.99 and error.mean() < 0.3, name
+        # within half a step: > 99% where the scales are exact; where they are estimated
+        # (FOLDED_INTO) 98.3-98.8% on the micro world, the rest off by the estimate's error
+        exact = not {name.rsplit(".", 1)[-1]} & {*FOLDED_INTO, *FOLDED_INTO.values()}
+        within = (error <= 0.5 + 1e-2).float().mean()
+        assert within > (0.99 if exact else 0.97) and error.mean() < 0.3, (name, within)
     config = prov["precision"]["library_config"]["quantize_config"]
     assert (config["quant_method"], config["format"], config["bits"]) == ("awq", "gemm", bits)
     assert config["zero_point"] is True  # AWQ's default grid (sym=false)
@@ -146,11 +164,11 @@ def test_awq_memory(awq4: tuple[nn.Module, dict], fp32: nn.Module) -> None:
     assert awq4[1]["resident_weight_bytes"] < 0.55 * resident_weight_bytes(fp32)
 
 
-def test_awq_calibration_is_recorded(awq4: tuple[nn.Module, dict], tiny_world: Path) -> None:
+def test_awq_calibration_is_recorded(awq4: tuple[nn.Module, dict], micro_world: Path) -> None:
     record = awq4[1]["precision"]
-    generic = json.loads((tiny_world / "pretrain" / "generic.json").read_text())
+    generic = json.loads((micro_world / "pretrain" / "generic.json").read_text())
     calibration = record["calibration"]
-    assert calibration["source"].startswith(str(tiny_world / "pretrain" / "generic.json"))
+    assert calibration["source"].startswith(str(micro_world / "pretrain" / "generic.json"))
     assert calibration["n_texts"] == len(generic[:256])
     assert calibration["sha256"] == hashlib.sha256(json.dumps(generic[:256]).encode()).hexdigest()
     assert (record["library"], record["options"]["calibration_size"]) == ("gptqmodel", 256)
@@ -210,9 +228,9 @@ def test_awq_emulated_weights_are_the_dequantization(
 
 
 @needs_gptqmodel
-def test_awq_emulated_metrics_match_real(target: Path, tiny_world: Path) -> None:
+def test_awq_emulated_metrics_match_real(target: Path, micro_world: Path) -> None:
     """The MUSE suite (lm-eval, our tasks) on the real fp16 kernel and on emulated weights."""
-    real, emulated = real_and_emulated_metrics(target, tiny_world / "data", "awq-w4g128")
+    real, emulated = real_and_emulated_metrics(target, micro_world / "data", "awq-w4g128")
     for key in ("verbmem_f", "knowmem_f", "knowmem_r", "privleak"):
         assert abs(real[key] - emulated[key]) <= 0.5, (key, real[key], emulated[key])
 
@@ -264,8 +282,11 @@ def test_awq_without_gptqmodel(target: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 @needs_gptqmodel
 def test_bad_awq_on_the_command_line(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    micro_world: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Exit 2, one line, no results and nothing cached."""
     monkeypatch.setenv("MUSE_QUANT_CACHE", str(tmp_path / "cache"))
-    assert "2 to 8 bits" in refused_on_the_command_line(tiny_world, tmp_path, capsys, "awq-w9g128")
+    assert "2 to 8 bits" in refused_on_the_command_line(micro_world, tmp_path, capsys, "awq-w9g128")

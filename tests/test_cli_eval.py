@@ -34,7 +34,7 @@ def written_files(out: Path) -> list[Path]:
 
 
 def test_eval_writes_results_and_recomputable_samples(
-    tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    micro_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Full group, results JSON + samples; no network, no lm-eval default task index."""
     import lm_eval.tasks._index as index
@@ -56,7 +56,7 @@ def test_eval_writes_results_and_recomputable_samples(
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
 
     out = tmp_path / "out"
-    assert main(eval_args(tiny_world, out, "--tasks", "muse_news", "--log_samples")) == 0
+    assert main(eval_args(micro_world, out, "--tasks", "muse_news", "--log_samples")) == 0
 
     assert attempts == []
     lm_eval_tasks = str(Path(index.__file__).parent)
@@ -69,7 +69,7 @@ def test_eval_writes_results_and_recomputable_samples(
                for t in TASKS}
 
     verbmem = [s["verbmem_f"] for s in samples["muse_news_verbmem_f"]]
-    assert len(verbmem) == len(json.loads((tiny_world / "data/verbmem/forget.json").read_text()))
+    assert len(verbmem) == len(json.loads((micro_world / "data/verbmem/forget.json").read_text()))
     assert results["muse_news_verbmem_f"]["verbmem_f,none"] == pytest.approx(np.mean(verbmem))
     assert results["muse_news_knowmem_r"]["knowmem_r,none"] == pytest.approx(
         np.mean([s["knowmem_r"] for s in samples["muse_news_knowmem_r"]])
@@ -95,32 +95,32 @@ def one_line_exit_2(capsys: pytest.CaptureFixture, argv: list[str], *expected: s
 
 
 def test_stock_hf_on_privleak_is_refused_before_loading(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "out"
-    argv = eval_args(tiny_world, out, "--tasks", "muse_news", model="hf")
+    argv = eval_args(micro_world, out, "--tasks", "muse_news", model="hf")
     one_line_exit_2(capsys, argv, "muse_news_privleak", "--model muse")
     assert written_files(out) == []
 
 
-def test_unknown_corpus(tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_unknown_corpus(micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
-    one_line_exit_2(capsys, eval_args(tiny_world, out, "--tasks", "muse_wiki_verbmem_f"),
+    one_line_exit_2(capsys, eval_args(micro_world, out, "--tasks", "muse_wiki_verbmem_f"),
                     "muse_wiki_verbmem_f", "news, books")
     assert written_files(out) == []
 
 
 def test_missing_data_folder(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = eval_args(tiny_world, tmp_path / "out", "--tasks", "muse_news_privleak")
+    argv = eval_args(micro_world, tmp_path / "out", "--tasks", "muse_news_privleak")
     argv[argv.index("--metadata") + 1] = f"muse_data={tmp_path / 'nowhere'}"
     one_line_exit_2(capsys, argv, "no such folder")
 
 
 @pytest.mark.parametrize("checked_first", [True, False])
 def test_broken_data_exits_2_without_results(
-    checked_first: bool, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    checked_first: bool, micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Caught by the command's check before loading the model, and (should that check miss it)
@@ -128,9 +128,9 @@ def test_broken_data_exits_2_without_results(
     monkeypatch.chdir(tmp_path)
     if not checked_first:
         monkeypatch.setattr("muse_quant.cli.eval.required_splits", lambda task: [])
-    data = Path(shutil.copytree(tiny_world / "data", tmp_path / "data"))
+    data = Path(shutil.copytree(micro_world / "data", tmp_path / "data"))
     (data / "knowmem" / "retain_qa_icl.json").unlink()
-    argv = eval_args(tiny_world, tmp_path / "out", "--tasks", "muse_news", "--log_samples")
+    argv = eval_args(micro_world, tmp_path / "out", "--tasks", "muse_news", "--log_samples")
     argv[argv.index("--metadata") + 1] = f"muse_data={data}"
     one_line_exit_2(capsys, argv, "knowmem/retain_qa_icl.json: missing")
     assert written_files(tmp_path / "out") == []
@@ -143,13 +143,13 @@ def test_tasks_path(capsys: pytest.CaptureFixture) -> None:
     assert (folder / "muse" / "utils.py").is_file()
 
 
-def test_plain_lm_eval_with_include_path(tiny_world: Path, tmp_path: Path) -> None:
+def test_plain_lm_eval_with_include_path(micro_world: Path, tmp_path: Path) -> None:
     """The documented plain-lm_eval route: stock --model hf on a generation task."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [
         sys.executable, "-m", "lm_eval", "run", "--include_path", str(tasks_path()),
-        "--model", "hf", "--model_args", f"pretrained={tiny_world / 'models' / 'target'}",
-        "--tasks", "muse_news_knowmem_f", "--metadata", f"muse_data={tiny_world / 'data'}",
+        "--model", "hf", "--model_args", f"pretrained={micro_world / 'models' / 'target'}",
+        "--tasks", "muse_news_knowmem_f", "--metadata", f"muse_data={micro_world / 'data'}",
         "--device", "cpu", "--batch_size", "64", "--limit", "4",
         "--output_path", str(tmp_path / "out"),
     ]

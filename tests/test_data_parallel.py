@@ -1,7 +1,7 @@
 """Data parallelism inside one evaluation: ``torchrun`` (or ``accelerate launch``) over the muse
 model splits the documents across processes, and rank 0 writes what one process would have.
 
-Two processes on CPU (accelerate's gloo process group) against one, on the tiny world: the
+Two processes on CPU (accelerate's gloo process group) against one, on the micro world: the
 generations and the set of documents are identical, PrivLeak's AUCs (computed on the gathered
 per-text scores) equal, and the truncation report counts every process's documents once.
 """
@@ -48,11 +48,11 @@ def _written(out: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
 
 
 @pytest.fixture(scope="module")
-def one_and_two(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+def one_and_two(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     written = []
     for processes in (1, 2):
         out = tmp_path_factory.mktemp(f"processes{processes}")
-        run = _eval(tiny_world, out, processes)
+        run = _eval(micro_world, out, processes)
         assert run.returncode == 0, run.stderr[-3000:]
         written.append((*_written(out), run.stderr))
     return tuple(written)

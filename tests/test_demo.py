@@ -1,4 +1,4 @@
-"""``muse-quant demo`` on the tiny world: every output, the headline, reuse, resuming, bad input.
+"""``muse-quant demo`` on the micro world: every output, the headline, reuse, resuming, bad input.
 
 The demo runs in-process once, at fp32 and nf4 only to keep it short (the world and the zoo come
 from the test cache), into a folder the module shares; the tests read what it wrote and printed,
@@ -28,7 +28,7 @@ def run_demo(out: Path, *flags: str) -> tuple[int, str]:
     """The demo's exit status and stdout."""
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        status = main(["demo", "--out", str(out), "--no-progress", *flags])
+        status = main(["demo", "--scale", "micro", "--out", str(out), "--no-progress", *flags])
     return status, stdout.getvalue()
 
 
@@ -43,12 +43,12 @@ def headline_of(printed: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def zoo_labels(tiny_world: Path) -> list[str]:
-    return list(load_manifest(build_zoo(tiny_world))["runs"])
+def zoo_labels(micro_world: Path) -> list[str]:
+    return list(load_manifest(build_zoo(micro_world))["runs"])
 
 
 @pytest.fixture(scope="module")
-def demo(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def demo(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The demo's output folder and what it printed, run once for the module."""
     out = tmp_path_factory.mktemp("demo") / "out"
     status, printed = run_demo(out, "--precisions", ",".join(PRECISIONS))
@@ -160,7 +160,7 @@ def test_bad_input_is_one_line_before_any_work(
     if case == "foreign_board":
         (out / "board").mkdir(parents=True)
         (out / "board" / "notes.txt").write_text("mine")
-    assert main(["demo", "--out", str(out), *flags]) == 2
+    assert main(["demo", "--scale", "micro", "--out", str(out), *flags]) == 2
     captured = capsys.readouterr()
     error = captured.err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("muse-quant: error: "), captured.err

@@ -2,7 +2,7 @@
 first too), emulated mode is the file dequantized, unlearn.json's ``gguf-q4_k`` codes are the
 ones llama.cpp stores, files are cached once, bad input is one line, and lm-eval runs it.
 
-Models: the tiny toy world's target (byte-level BPE; its 128-wide rows make llama.cpp fall back
+Models: the micro toy world's target (byte-level BPE; its 128-wide rows make llama.cpp fall back
 from k-quants to 32-element types for most tensors) and a random 256-wide Llama built here, so
 that the k-quant super-blocks of 256 are really used. The dequantization reference is written
 here from the GGUF block layouts (ggml-common.h), independent of the gguf package.
@@ -37,7 +37,7 @@ from model_wrappers.precisions import gguf as gguf_precision  # noqa: E402
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_world: Path) -> Path:
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, micro_world: Path) -> Path:
     """An empty cache root for this test (the toy world is found in the tests' cache first)."""
     root = tmp_path / "cache"
     monkeypatch.setenv("MUSE_QUANT_CACHE", str(root))
@@ -62,7 +62,7 @@ def wide(target: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=["tokenizer.model", "tokenizer.json"])
 def llama2_style(
-    request: pytest.FixtureRequest, tiny_world: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, micro_world: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A random Llama with a tokenizer made as Llama-2's is: a SentencePiece BPE model with byte
     fallback and Llama-2's settings (identity normalization, digits split, spaces kept), with
@@ -71,7 +71,7 @@ def llama2_style(
     from transformers import AutoTokenizer
 
     folder = tmp_path_factory.mktemp("llama2-style")
-    corpus = json.loads((tiny_world / "pretrain" / "generic.json").read_text())
+    corpus = json.loads((micro_world / "pretrain" / "generic.json").read_text())
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=600,
         model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
@@ -88,7 +88,7 @@ def llama2_style(
         (folder / "tokenizer.model").unlink()
     config = LlamaConfig(
         vocab_size=600, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
     )
     torch.manual_seed(1)
@@ -97,7 +97,7 @@ def llama2_style(
 
 
 def test_llama2_style_tokenizer_converts_and_runs(
-    llama2_style: Path, tiny_world: Path, cache: Path
+    llama2_style: Path, micro_world: Path, cache: Path
 ) -> None:
     """Llama-2's tokenizer is written as llama.cpp's SentencePiece ("llama") vocabulary with its
     byte tokens; from tokenizer.model (with its scores) llama.cpp's own tokenizer then gives the
@@ -108,10 +108,10 @@ def test_llama2_style_tokenizer_converts_and_runs(
     assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
     types = Counter(reader.fields["tokenizer.ggml.token_type"].contents())
     assert types[gguf.TokenType.BYTE] == 256
-    sample = [text + " — ünïcödé ✓ 2024" for text in texts(tiny_world, 3)]
+    sample = [text + " — ünïcödé ✓ 2024" for text in texts(micro_world, 3)]
     assert any(t.startswith("<0x") for t in real.tokenizer.tokenize(sample[0]))  # byte fallback
     if (llama2_style / "tokenizer.model").is_file():
-        for text in texts(tiny_world, 16) + sample:
+        for text in texts(micro_world, 16) + sample:
             own = real.llama.tokenize(text.encode(), add_bos=True, special=False)
             assert own == real.tokenizer(text)["input_ids"]
     fp32 = MuseLM(pretrained=str(llama2_style), precision="fp32")
@@ -135,10 +135,10 @@ def f32_pair(target: Path) -> tuple[MuseLM, LlamaCppLM]:
 
 
 def test_f32_gguf_reproduces_fp32_token_statistics(
-    f32_pair: tuple[MuseLM, LlamaCppLM], tiny_world: Path
+    f32_pair: tuple[MuseLM, LlamaCppLM], micro_world: Path
 ) -> None:
     fp32, real = f32_pair
-    sample = texts(tiny_world)
+    sample = texts(micro_world)
     for hf, cpp in zip(fp32.token_stats(sample), real.token_stats(sample), strict=True):
         for field in ("logprobs", "mu", "sigma", "lowercase_logprobs"):
             a, b = getattr(hf, field), getattr(cpp, field)
@@ -146,12 +146,12 @@ def test_f32_gguf_reproduces_fp32_token_statistics(
 
 
 def test_f32_gguf_reproduces_fp32_greedy_generations(
-    f32_pair: tuple[MuseLM, LlamaCppLM], tiny_world: Path
+    f32_pair: tuple[MuseLM, LlamaCppLM], micro_world: Path
 ) -> None:
     from lm_eval.api.instance import Instance
 
     fp32, real = f32_pair
-    rows = json.loads((tiny_world / "data" / "verbmem" / "forget.json").read_text())
+    rows = json.loads((micro_world / "data" / "verbmem" / "forget.json").read_text())
     requests = [
         Instance("generate_until", {}, (row["prompt"], {"until": ["\n\n"], "max_gen_toks": 48}), i)
         for i, row in enumerate(rows)
@@ -174,7 +174,7 @@ def test_f32_gguf_emulated_is_the_fp32_model(target: Path, cache: Path) -> None:
 
 
 def test_lora_is_merged_in_float32_before_conversion(
-    target: Path, tiny_world: Path, tmp_path: Path, cache: Path
+    target: Path, micro_world: Path, tmp_path: Path, cache: Path
 ) -> None:
     """An adapter is merged into the float32 base first: the f32 file holds the merged weights
     (bit-equal), is cached under its own key, and llama.cpp reproduces the merged fp32 model."""
@@ -204,7 +204,7 @@ def test_lora_is_merged_in_float32_before_conversion(
         {"pretrained": str(target), "adapter": adapter, "precision": "gguf-f32"}
     )
     reference = MuseLM(pretrained=str(target), adapter=adapter, precision="fp32")
-    sample = texts(tiny_world, 3)
+    sample = texts(micro_world, 3)
     for hf, cpp in zip(reference.token_stats(sample), real.token_stats(sample), strict=True):
         assert np.abs(hf.logprobs - cpp.logprobs).max() <= 1e-4
     assert real.provenance["adapter"]["merged"] is True
@@ -463,14 +463,14 @@ def test_llama_cpp_model_refusals(target: Path, args: dict, message: str, cache:
 
 
 def test_cli_refusal_exits_2(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from muse_quant.cli import main
 
     argv = [
         "eval", "--model", "muse", "--model_args",
-        f"pretrained={tiny_world / 'models' / 'target'},precision=gguf-q4_k_s",
-        "--metadata", f"muse_data={tiny_world / 'data'}", "--tasks", "muse_news",
+        f"pretrained={micro_world / 'models' / 'target'},precision=gguf-q4_k_s",
+        "--metadata", f"muse_data={micro_world / 'data'}", "--tasks", "muse_news",
         "--device", "cpu", "--output_path", str(tmp_path / "out"),
     ]
     assert main(argv) == 2
@@ -482,10 +482,10 @@ def test_cli_refusal_exits_2(
 # --------------------------------------------------------------------------- lm-eval
 
 
-def test_lm_eval_run_on_llama_cpp(tiny_world: Path, target: Path) -> None:
+def test_lm_eval_run_on_llama_cpp(micro_world: Path, target: Path) -> None:
     """The MUSE suite through lm-eval on llama.cpp: the f32 file's metrics are fp32's, the
     results file has the muse model's schema, and the provenance names the file and build."""
-    data = tiny_world / "data"
+    data = micro_world / "data"
     fp32 = run_tasks(target, data, ["muse_news"], model_args={"precision": "fp32"})
     f32 = run_tasks(target, data, ["muse_news"], model_args={"precision": "gguf-f32"})
     q4 = run_tasks(target, data, ["muse_news"], model_args={"precision": "gguf-q4_k_m"})

@@ -1,6 +1,6 @@
 """Loading checkpoints and LoRA adapters: merge semantics, safety refusals, provenance, cache.
 
-The adapter is made here with peft on the tiny toy world's target (seeded, small, saved with
+The adapter is made here with peft on the micro toy world's target (seeded, small, saved with
 ``save_pretrained``): merged in float32 or kept unmerged, the two agree at fp32 and differ once
 the base is quantized to NF4.
 """
@@ -252,8 +252,8 @@ def test_gptq_cache_and_merged_adapter(
     assert plain["precision"]["library_config"]["cache"]["folder"] != cache1["folder"]
 
 
-def test_calibration_sources(tiny_world: Path, tmp_path: Path) -> None:
-    folder = tiny_world / "data"
+def test_calibration_sources(micro_world: Path, tmp_path: Path) -> None:
+    folder = micro_world / "data"
     retain = resolve_calibration(str(folder), tmp_path)
     assert retain.source.endswith("raw/retain1.json") and retain.texts
     texts = tmp_path / "generic.json"
@@ -279,14 +279,14 @@ def eval_argv(model_args: str, world: Path, out: Path) -> list[str]:
 
 
 def test_results_file_carries_provenance(
-    tiny_world: Path, target: Path, adapter: Path, tmp_path: Path
+    micro_world: Path, target: Path, adapter: Path, tmp_path: Path
 ) -> None:
     """``muse-quant eval --model muse --model_args ...,adapter=,merge=false,precision=nf4``."""
     from muse_quant.cli import main
 
     out = tmp_path / "out"
     args = f"pretrained={target},adapter={adapter},merge=false,precision=nf4,double_quant=true"
-    argv = eval_argv(args, tiny_world, out) + ["--batch_size", "64", "--limit", "4"]
+    argv = eval_argv(args, micro_world, out) + ["--batch_size", "64", "--limit", "4"]
     assert main(argv) == 0
     (results_file,) = out.rglob("results_*.json")
     provenance = json.loads(results_file.read_text())["config"]["muse_provenance"]
@@ -298,12 +298,12 @@ def test_results_file_carries_provenance(
 
 
 def test_bad_precision_through_the_command_line(
-    tiny_world: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    micro_world: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from muse_quant.cli import main
 
     out = tmp_path / "out"
-    argv = eval_argv(f"pretrained={target},precision=int3", tiny_world, out)
+    argv = eval_argv(f"pretrained={target},precision=int3", micro_world, out)
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("muse-quant: error: unknown precision 'int3'")

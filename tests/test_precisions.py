@@ -1,7 +1,7 @@
 """The precision registry: quantization really happens, emulated mode is the library's own
 dequantization, and bad input is a one-line error.
 
-Every model is the tiny toy world's target. Checks per precision: module types; at most 16
+Every model is the micro toy world's target. Checks per precision: module types; at most 16
 distinct values per quantization group for 4-bit; dequantized weights within one quantization
 step of float32 (GPTQ: on its grid and within 2 steps, see ``test_gptq_is_on_its_grid``); RTN
 equal to a few-line torch reference; emulated weights bit-equal to the library's dequantization;
@@ -193,21 +193,21 @@ def test_gptq_is_on_its_grid(gptq: tuple[nn.Module, dict], fp32: nn.Module) -> N
 
 
 def test_gptq_calibration_defaults_to_generic_text(
-    gptq: tuple[nn.Module, dict], tiny_world: Path
+    gptq: tuple[nn.Module, dict], micro_world: Path
 ) -> None:
     import hashlib
 
     calibration = gptq[1]["precision"]["calibration"]
-    generic = json.loads((tiny_world / "pretrain" / "generic.json").read_text())
-    forget = json.loads((tiny_world / "data" / "raw" / "forget.json").read_text())
+    generic = json.loads((micro_world / "pretrain" / "generic.json").read_text())
+    forget = json.loads((micro_world / "data" / "raw" / "forget.json").read_text())
     forget_texts = [t if isinstance(t, str) else t["text"] for t in forget]
-    assert calibration["source"].startswith(str(tiny_world / "pretrain" / "generic.json"))
+    assert calibration["source"].startswith(str(micro_world / "pretrain" / "generic.json"))
     assert calibration["sha256"] == hashlib.sha256(json.dumps(generic).encode()).hexdigest()
     assert not any(g in f or f in g for g in generic for f in forget_texts)
 
 
-def test_gptq_refuses_forget_text(target: Path, tiny_world: Path) -> None:
-    forget = tiny_world / "data" / "raw" / "forget.json"
+def test_gptq_refuses_forget_text(target: Path, micro_world: Path) -> None:
+    forget = micro_world / "data" / "raw" / "forget.json"
     with pytest.raises(MuseQuantError) as err:
         load_causal_lm(str(target), precision="gptq-w4g128", calibration=str(forget))
     assert "forget or evaluation text" in one_line(err)
@@ -265,11 +265,11 @@ def test_emulated_weights_are_the_library_dequantization(name: str, target: Path
 
 
 @pytest.mark.parametrize("name", ["nf4", "fp4", "gptq-w4g128"])
-def test_emulated_metrics_match_real_kernels(name: str, target: Path, tiny_world: Path) -> None:
+def test_emulated_metrics_match_real_kernels(name: str, target: Path, micro_world: Path) -> None:
     """The MUSE suite (lm-eval, our tasks) on the real kernels and on emulated weights."""
     if name.startswith("gptq"):
         pytest.importorskip("gptqmodel", reason="pip install 'muse-quant[gptq]' to test GPTQ")
-    real, emulated = real_and_emulated_metrics(target, tiny_world / "data", name)
+    real, emulated = real_and_emulated_metrics(target, micro_world / "data", name)
     for key in ("verbmem_f", "knowmem_f", "knowmem_r"):
         assert abs(real[key] - emulated[key]) <= 0.5, (key, real[key], emulated[key])
     assert abs(real["privleak"] - emulated["privleak"]) <= 0.5

@@ -1,4 +1,4 @@
-"""Deployment precisions: FP8 weight-only (torchao) and HQQ (hqq), on the tiny toy world.
+"""Deployment precisions: FP8 weight-only (torchao) and HQQ (hqq), on the micro toy world.
 
 Each is checked against a dequantization written here in a few lines of torch: FP8 is
 ``(w / s).to(float8_e4m3fn) * s`` with ``s = absmax / 448`` per output channel; HQQ is
@@ -216,11 +216,14 @@ def test_hqq_without_hqq(target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_hqq_on_the_command_line(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    micro_world: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Exit 2, one line, no results and nothing cached."""
     monkeypatch.setenv("MUSE_QUANT_CACHE", str(tmp_path / "cache"))
-    message = refused_on_the_command_line(tiny_world, tmp_path, capsys, "hqq-w5g12")
+    message = refused_on_the_command_line(micro_world, tmp_path, capsys, "hqq-w5g12")
     assert "multiple of 8, not 12" in message
 
 
@@ -228,9 +231,9 @@ def test_bad_hqq_on_the_command_line(
 
 
 @pytest.mark.parametrize("name", ["fp8-e4m3", pytest.param("hqq-w4g64", marks=needs_hqq)])
-def test_emulated_metrics_equal_real(name: str, target: Path, tiny_world: Path) -> None:
+def test_emulated_metrics_equal_real(name: str, target: Path, micro_world: Path) -> None:
     """The MUSE suite (lm-eval, our tasks) on the real kernels and on emulated weights."""
-    real, emulated = real_and_emulated_metrics(target, tiny_world / "data", name)
+    real, emulated = real_and_emulated_metrics(target, micro_world / "data", name)
     assert real == emulated
 
 
@@ -249,11 +252,11 @@ def test_changed_codes_between_two_checkpoints(
     fp8: tuple[nn.Module, dict],
     hqq4: tuple[nn.Module, dict],
     fp32: nn.Module,
-    tiny_world: Path,
+    micro_world: Path,
 ) -> None:
     """The target against the retrained model: the fraction of codes that differ equals the
     fraction computed from the two models each precision really quantized."""
-    retrain = tiny_world / "models" / "retrain"
+    retrain = micro_world / "models" / "retrain"
     other = {
         "fp8-e4m3": load_causal_lm(str(retrain), precision="fp8-e4m3")[0],
         "hqq-w4g64": load_causal_lm(str(retrain), precision="hqq-w4g64")[0],

@@ -1,6 +1,6 @@
 """``muse-quant sweep``: plan checks, reuse that changes no number, and resuming after SIGKILL.
 
-One small sweep (target and retrain x fp32 and emulated nf4 on the tiny world's news data) runs
+One small sweep (target and retrain x fp32 and emulated nf4 on the micro world's news data) runs
 in-process once; every cell must equal a fresh, independent lm-eval run of that cell. The same
 plan then runs as a real ``muse-quant sweep`` process that is SIGKILLed twice (after a finished
 cell, then in the middle of a cell) and restarted: finished cells are skipped untouched and the
@@ -111,15 +111,15 @@ def counting(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def books(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def books(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the world's data, read as the books corpus (a folder is one corpus)."""
-    return Path(shutil.copytree(tiny_world / "data", tmp_path_factory.mktemp("books") / "data"))
+    return Path(shutil.copytree(micro_world / "data", tmp_path_factory.mktemp("books") / "data"))
 
 
 @pytest.fixture(scope="module")
-def swept(tiny_world: Path, books: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def swept(micro_world: Path, books: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted in-process sweep; returns its results folder."""
-    data = plan_data(tiny_world, ("news", "books"), books)
+    data = plan_data(micro_world, ("news", "books"), books)
     plan = load_plan(write_plan(tmp_path_factory.mktemp("sweep"), data))
     assert plan.results is not None
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -178,14 +178,14 @@ def test_sweep_does_shared_work_once(swept: Path) -> None:
     }
 
 
-def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path, books: Path) -> None:
+def test_every_cell_equals_a_fresh_run(swept: Path, micro_world: Path, books: Path) -> None:
     """Reused checkpoints, models and tasks change nothing lm-eval reports; the per-document
     scores beside each file give back its aggregates."""
-    data = {"news": tiny_world / "data", "books": books}
+    data = {"news": micro_world / "data", "books": books}
     for label, corpus, precision in SWEPT:
         written = read(swept / label / corpus / precision / "results.json")
         args = {"precision": precision} | ({"emulated": True} if precision == "nf4" else {})
-        fresh = run_tasks(tiny_world / "models" / label, data[corpus], [f"muse_{corpus}"],
+        fresh = run_tasks(micro_world / "models" / label, data[corpus], [f"muse_{corpus}"],
                           model_args=args)  # fmt: skip
         scores = read(swept / label / corpus / precision / "scores.json")["tasks"]
         for metric in ("verbmem_f", "knowmem_f", "knowmem_r"):
@@ -219,9 +219,9 @@ def test_every_cell_equals_a_fresh_run(swept: Path, tiny_world: Path, books: Pat
 
 
 def test_dry_run_lists_cells_and_what_is_finished(
-    swept: Path, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    swept: Path, micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     assert main(["sweep", str(plan), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "4 cells: 0 finished, 4 to run"
@@ -234,17 +234,17 @@ def test_dry_run_lists_cells_and_what_is_finished(
     assert main(["sweep", str(plan), "--dry-run", "--results", str(swept)]) == 0
     assert capsys.readouterr().out.startswith("4 cells: 4 finished, 0 to run")  # its news cells
     # Anything that determines a result is in the cell key: another batch size redoes all.
-    other = write_plan(tmp_path / "other", plan_data(tiny_world, batch_size=32))
+    other = write_plan(tmp_path / "other", plan_data(micro_world, batch_size=32))
     assert main(["sweep", str(other), "--dry-run", "--results", str(swept)]) == 0
     assert capsys.readouterr().out.startswith("4 cells: 0 finished, 4 to run")
 
 
 def test_plan_built_in_code_with_per_model_precisions_and_corpora(
-    tiny_world: Path, books: Path, tmp_path: Path
+    micro_world: Path, books: Path, tmp_path: Path
 ) -> None:
-    models = tiny_world / "models"
+    models = micro_world / "models"
     plan = Plan(
-        corpora={"news": str(tiny_world / "data"), "books": str(books)},
+        corpora={"news": str(micro_world / "data"), "books": str(books)},
         precisions=(PrecisionSpec("fp32"), PrecisionSpec("fp4", emulated=True)),
         models=(
             ModelSpec("target", "target", str(models / "target")),
@@ -369,9 +369,9 @@ def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:
      "missing data", "bad YAML"],
 )  # fmt: skip
 def test_bad_plan_is_one_line_and_writes_nothing(
-    mistake: str, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mistake: str, micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, expected = bad_plans(tiny_world)[mistake]
+    data, expected = bad_plans(micro_world)[mistake]
     plan = write_plan(tmp_path / "plan", data)
     assert main(["sweep", str(plan)]) == 2
     err = capsys.readouterr().err.strip()
@@ -380,9 +380,9 @@ def test_bad_plan_is_one_line_and_writes_nothing(
 
 
 def test_unwritable_results_folder(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     assert main(["sweep", str(plan), "--results", str(blocker / "results")]) == 2
@@ -419,9 +419,9 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> None:
 
 
 def test_sigkilled_sweep_resumes_without_redoing_cells(
-    swept: Path, tiny_world: Path, tmp_path: Path
+    swept: Path, micro_world: Path, tmp_path: Path
 ) -> None:
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     results = tmp_path / "results"
     files = [
         results / label / corpus / precision / "results.json" for label, corpus, precision in CELLS
@@ -469,13 +469,13 @@ def test_sigkilled_sweep_resumes_without_redoing_cells(
 
 
 def test_cells_an_edited_plan_no_longer_names_are_reported_and_pruned(
-    tiny_world: Path, swept: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    micro_world: Path, swept: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The plan loses its books corpus: its cells are named, the board says NOT ONE PLAN, and
     --prune moves them aside (nothing deleted, nothing evaluated again). The sweep writes its
     console lines to the terminal's file descriptor, hence capfd."""
     results = Path(shutil.copytree(swept, tmp_path / "results"))
-    plan = write_plan(tmp_path / "edited", plan_data(tiny_world))  # news only
+    plan = write_plan(tmp_path / "edited", plan_data(micro_world))  # news only
     assert main(["sweep", str(plan), "--results", str(results), "--no-progress"]) == 0
     err = capfd.readouterr().err
     assert "warning: 4 cell(s) in" in err and "are not in this plan" in err and "--prune" in err
@@ -494,12 +494,12 @@ def test_cells_an_edited_plan_no_longer_names_are_reported_and_pruned(
 
 
 def test_two_sweeps_on_one_results_folder_run_each_cell_once(
-    swept: Path, tiny_world: Path, tmp_path: Path
+    swept: Path, micro_world: Path, tmp_path: Path
 ) -> None:
     """Two ``muse-quant sweep`` processes at once on one folder: each cell is evaluated by
     exactly one of them (counted from both consoles), the other leaves it or waits for it, and
     every result equals the single uninterrupted sweep's."""
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     results = tmp_path / "results"
     first, second = start_sweep(plan), start_sweep(plan)
     errs = []
@@ -585,11 +585,11 @@ def assert_equals_local(results: Path, swept: Path) -> None:
 
 
 def test_a_sweep_on_a_two_node_ray_cluster_equals_the_local_one(
-    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster, capfd: pytest.CaptureFixture[str]
+    swept: Path, micro_world: Path, tmp_path: Path, ray_cluster, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Every cell a Ray task, spread over both nodes: the same metrics and cell keys as the
     local executor's, one line per cell naming its node."""
-    plan = write_plan(tmp_path, plan_data(tiny_world) | {"options": plan_data(tiny_world)[
+    plan = write_plan(tmp_path, plan_data(micro_world) | {"options": plan_data(micro_world)[
         "options"] | {"executor": "ray", "ray_address": ray_cluster.address}})  # fmt: skip
     assert main(["sweep", str(plan)]) == 0
     err = capfd.readouterr().err
@@ -601,11 +601,11 @@ def test_a_sweep_on_a_two_node_ray_cluster_equals_the_local_one(
 
 
 def test_a_ray_worker_killed_mid_cell_is_retried_and_changes_nothing(
-    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster
+    swept: Path, micro_world: Path, tmp_path: Path, ray_cluster
 ) -> None:
     """SIGKILL of the worker process running a cell: Ray runs the cell again elsewhere (the
     dead worker's lock is free), the sweep finishes, and every result equals the local run's."""
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     results = tmp_path / "results"
     proc = start_sweep(plan, "--executor", "ray", "--ray-address", ray_cluster.address)
     deadline = time.monotonic() + 240
@@ -635,13 +635,13 @@ def parent_of(pid: int) -> int | None:
 
 
 def test_a_node_that_leaves_mid_cell_has_its_cell_retried_elsewhere(
-    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster
+    swept: Path, micro_world: Path, tmp_path: Path, ray_cluster
 ) -> None:
     """A third node joins, takes a cell, and leaves (its raylet and workers killed) while the
     cell runs: Ray runs it again on the nodes that stay; every result equals the local run's."""
     node = ray_cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20)
     raylet = node.all_processes["raylet"][0].process.pid
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     results = tmp_path / "results"
     proc = start_sweep(plan, "--executor", "ray", "--ray-address", ray_cluster.address)
     deadline = time.monotonic() + 240
@@ -656,12 +656,12 @@ def test_a_node_that_leaves_mid_cell_has_its_cell_retried_elsewhere(
 
 
 def test_a_sigkilled_ray_driver_resumes_without_redoing_finished_cells(
-    swept: Path, tiny_world: Path, tmp_path: Path, ray_cluster
+    swept: Path, micro_world: Path, tmp_path: Path, ray_cluster
 ) -> None:
     """SIGKILL of the ``muse-quant sweep`` driver once a cell is finished: Ray ends the dead
     driver's tasks; a resumed sweep skips every finished cell, leaves it untouched, and finishes
     the rest with the local run's results."""
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     results = tmp_path / "results"
     ray = ("--executor", "ray", "--ray-address", ray_cluster.address)
     kill_when(start_sweep(plan, *ray), lambda: bool(list(results.rglob("results.json"))), 600)
@@ -682,11 +682,11 @@ def test_a_sigkilled_ray_driver_resumes_without_redoing_finished_cells(
 
 
 def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
-    tiny_world: Path, tmp_path: Path, ray_cluster
+    micro_world: Path, tmp_path: Path, ray_cluster
 ) -> None:
     """SIGINT to the driver once a cell is finished: exit 130, the running and pending tasks
     are cancelled (no worker keeps evaluating), the finished cell stays as it is."""
-    plan = write_plan(tmp_path, plan_data(tiny_world))
+    plan = write_plan(tmp_path, plan_data(micro_world))
     results = tmp_path / "results"
     proc = start_sweep(plan, "--executor", "ray", "--ray-address", ray_cluster.address)
     deadline = time.monotonic() + 240
@@ -716,10 +716,10 @@ def test_ctrl_c_on_a_ray_sweep_stops_its_tasks_and_keeps_finished_cells(
     ],
 )
 def test_a_wrong_executor_is_one_line_and_writes_nothing(
-    flags: list[str], options: dict, expected: str, tiny_world: Path, tmp_path: Path,
+    flags: list[str], options: dict, expected: str, micro_world: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    data = plan_data(tiny_world)
+    data = plan_data(micro_world)
     data["options"] |= options
     plan = write_plan(tmp_path / "plan", data)
     assert main(["sweep", str(plan), *flags]) == 2

@@ -28,9 +28,9 @@ GENERATION_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r")
 
 
 @pytest.fixture(scope="module")
-def models(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """target, retrain, and the target with seeded noise on every weight (a third model)."""
-    target = tiny_world / "models" / "target"
+    target = micro_world / "models" / "target"
     perturbed = tmp_path_factory.mktemp("perturbed")
     model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
     gen = torch.Generator().manual_seed(7)
@@ -39,16 +39,16 @@ def models(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             p.add_(torch.randn(p.shape, generator=gen) * 0.2 * p.std())
     model.save_pretrained(perturbed)
     AutoTokenizer.from_pretrained(target).save_pretrained(perturbed)
-    return {"target": target, "retrain": tiny_world / "models" / "retrain", "perturbed": perturbed}
+    return {"target": target, "retrain": micro_world / "models" / "retrain", "perturbed": perturbed}
 
 
 @pytest.mark.parametrize("name", ["target", "retrain", "perturbed"])
 def test_tasks_equal_the_reference(
-    name: str, models: dict[str, Path], tiny_world: Path, monkeypatch: pytest.MonkeyPatch,
+    name: str, models: dict[str, Path], micro_world: Path, monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # lm-eval asks git for a commit hash of the working directory
-    data = tiny_world / "data"
+    data = micro_world / "data"
     model = AutoModelForCausalLM.from_pretrained(models[name], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(models[name])
     expected = reference_evaluate(model, tokenizer, data, PUBLISHED_RETRAIN_AUC[CORPUS])
@@ -65,13 +65,13 @@ def test_tasks_equal_the_reference(
 
 
 def test_batch_size_does_not_change_results(
-    models: dict[str, Path], tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    models: dict[str, Path], micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Left-padded batched generation and right-padded scoring give batch-1's numbers."""
     monkeypatch.chdir(tmp_path)
     tasks = [f"muse_{CORPUS}_verbmem_f", f"muse_{CORPUS}_privleak"]
-    one = run_tasks(models["target"], tiny_world / "data", tasks, batch_size=1, log_samples=True)
-    many = run_tasks(models["target"], tiny_world / "data", tasks, batch_size=7, log_samples=True)
+    one = run_tasks(models["target"], micro_world / "data", tasks, batch_size=1, log_samples=True)
+    many = run_tasks(models["target"], micro_world / "data", tasks, batch_size=7, log_samples=True)
     verb = f"muse_{CORPUS}_verbmem_f"
     assert [s["resps"] for s in one["samples"][verb]] == [s["resps"] for s in many["samples"][verb]]
     for metric, value in flat_metrics(one).items():
@@ -82,9 +82,9 @@ def test_batch_size_does_not_change_results(
 
 
 @pytest.fixture
-def data_copy(tiny_world: Path, tmp_path: Path) -> Path:
+def data_copy(micro_world: Path, tmp_path: Path) -> Path:
     """A private copy of the toy world's data folder, to break."""
-    return Path(shutil.copytree(tiny_world / "data", tmp_path / "data"))
+    return Path(shutil.copytree(micro_world / "data", tmp_path / "data"))
 
 
 def load(data: Path, muse_task: str, **extra) -> None:
@@ -119,13 +119,13 @@ def test_no_icl_split_names_the_file(data_copy: Path) -> None:
     assert "knowmem/forget_qa_icl.json: missing" in one_line_error(e)
 
 
-def test_missing_field_names_file_record_and_field(data_copy: Path, tiny_world: Path) -> None:
+def test_missing_field_names_file_record_and_field(data_copy: Path, micro_world: Path) -> None:
     path = data_copy / "verbmem" / "forget.json"
     records = json.loads(path.read_text())
     del records[1]["gt"]
     path.write_text(json.dumps(records))
     with pytest.raises(MuseQuantError) as e:
-        load(data_copy, "verbmem_f", pretrained=str(tiny_world / "models" / "target"))
+        load(data_copy, "verbmem_f", pretrained=str(micro_world / "models" / "target"))
     message = one_line_error(e)
     assert "verbmem/forget.json" in message and "record 1" in message and "gt" in message
 
@@ -168,17 +168,17 @@ def test_verbmem_needs_the_model_tokenizer(data_copy: Path) -> None:
 
 
 def test_stock_hf_model_on_privleak_names_muse(
-    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MuseQuantError) as e:
-        run_tasks(tiny_world / "models" / "target", tiny_world / "data",
+        run_tasks(micro_world / "models" / "target", micro_world / "data",
                   [f"muse_{CORPUS}_privleak"], model="hf", limit=2)
     assert "--model muse" in one_line_error(e)
 
 
 def test_text_longer_than_context(
-    data_copy: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    data_copy: Path, micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """MUSE does not truncate: an error naming the file, unless context_overflow=truncate."""
     monkeypatch.chdir(tmp_path)
@@ -186,7 +186,7 @@ def test_text_longer_than_context(
     texts = json.loads(path.read_text())
     texts[0] = " ".join([texts[0]] * 40)
     path.write_text(json.dumps(texts))
-    target = tiny_world / "models" / "target"
+    target = micro_world / "models" / "target"
     with pytest.raises(MuseQuantError) as e:
         run_tasks(target, data_copy, [f"muse_{CORPUS}_privleak"], limit=2)
     message = one_line_error(e)
@@ -202,13 +202,13 @@ def test_text_longer_than_context(
 
 
 def test_limit_takes_n_texts_of_each_privleak_set(
-    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """--limit 3 scores the first 3 forget and the first 3 holdout texts, and the AUC is theirs."""
     from harness_ext.metrics.auc import auc_forget_holdout
 
     monkeypatch.chdir(tmp_path)
-    results = run_tasks(tiny_world / "models" / "target", tiny_world / "data",
+    results = run_tasks(micro_world / "models" / "target", micro_world / "data",
                         [f"muse_{CORPUS}_privleak"], limit=3, log_samples=True)
     samples = results["samples"][f"muse_{CORPUS}_privleak"]
     scored = sorted((s["doc"]["set"], s["doc"]["index"]) for s in samples)
@@ -221,7 +221,7 @@ def test_limit_takes_n_texts_of_each_privleak_set(
 
 
 def test_prompt_leaving_no_room_to_generate(
-    data_copy: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    data_copy: Path, micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     path = data_copy / "verbmem" / "forget.json"
@@ -229,7 +229,7 @@ def test_prompt_leaving_no_room_to_generate(
     records[0]["prompt"] = " ".join([records[0]["prompt"]] * 40)
     path.write_text(json.dumps(records))
     with pytest.raises(MuseQuantError) as e:
-        run_tasks(tiny_world / "models" / "target", data_copy, [f"muse_{CORPUS}_verbmem_f"],
+        run_tasks(micro_world / "models" / "target", data_copy, [f"muse_{CORPUS}_verbmem_f"],
                   limit=1)
     message = one_line_error(e)
     assert "verbmem/forget.json record 0" in message and "128 new tokens" in message
@@ -247,34 +247,34 @@ def test_yaml_lists_every_attack() -> None:
 
 
 def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
-    tiny_world: Path,
+    micro_world: Path,
 ) -> None:
     """PrivLeak's scoring batches never hold more than ``max_batch_tokens`` padded tokens (one
     text at least), and the statistics are those of one text per batch."""
     from model_wrappers.muse_lm import MuseLM
 
-    target = str(tiny_world / "models" / "target")
-    texts = json.loads((tiny_world / "data" / "privleak" / "forget.json").read_text())[:12]
+    target = str(micro_world / "models" / "target")
+    texts = json.loads((micro_world / "data" / "privleak" / "forget.json").read_text())[:12]
     stats, shapes = {}, {}
-    for limit in (1, 300, 100000):
+    for limit in (1, 600, 100000):
         lm = MuseLM(pretrained=target, batch_size=64, device="cpu", max_batch_tokens=limit)
         shapes[limit] = seen = []
         lm.model.register_forward_hook(lambda _m, args, _o, seen=seen: seen.append(args[0].shape))
         stats[limit] = lm.token_stats(texts, disable_tqdm=True)
     assert all(rows == 1 for rows, _ in shapes[1])
-    assert all(rows * width <= 300 or rows == 1 for rows, width in shapes[300])
-    assert 1 < len(shapes[300]) < len(shapes[1]) and len(shapes[100000]) == 1
-    for limit in (300, 100000):
+    assert all(rows * width <= 600 or rows == 1 for rows, width in shapes[600])
+    assert 1 < len(shapes[600]) < len(shapes[1]) and len(shapes[100000]) == 1
+    for limit in (600, 100000):
         for ours, alone in zip(stats[limit], stats[1], strict=True):
             for field in ("logprobs", "mu", "sigma", "lowercase_logprobs"):
                 assert np.abs(getattr(ours, field) - getattr(alone, field)).max() <= 1e-5
 
 
-def test_max_batch_tokens_must_be_a_positive_count(tiny_world: Path) -> None:
+def test_max_batch_tokens_must_be_a_positive_count(micro_world: Path) -> None:
     from model_wrappers.muse_lm import MuseLM
 
     with pytest.raises(MuseQuantError, match="max_batch_tokens=0: a positive number of tokens"):
-        MuseLM(pretrained=str(tiny_world / "models" / "target"), max_batch_tokens="0")
+        MuseLM(pretrained=str(micro_world / "models" / "target"), max_batch_tokens="0")
 
 
 def test_a_shared_prefix_is_found_and_the_padding_moved_after_it() -> None:
@@ -293,7 +293,7 @@ def test_a_shared_prefix_is_found_and_the_padding_moved_after_it() -> None:
 
 @pytest.mark.parametrize("batch_size", [64, 5])
 def test_knowmem_with_the_prefix_cache_generates_what_it_generates_without(
-    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, batch_size: int
+    micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, batch_size: int
 ) -> None:
     """The in-context prefix computed once (reused across batches at batch 5) changes no
     generation: every response is the one computed from the whole prompt."""
@@ -309,7 +309,7 @@ def test_knowmem_with_the_prefix_cache_generates_what_it_generates_without(
     monkeypatch.setattr(PrefixCache, "for_batch", counting)
     responses = {}
     for cached in (False, True):
-        results = run_tasks(tiny_world / "models" / "target", tiny_world / "data",
+        results = run_tasks(micro_world / "models" / "target", micro_world / "data",
                             [f"muse_{CORPUS}_knowmem_f", f"muse_{CORPUS}_knowmem_r"],
                             batch_size=batch_size, log_samples=True,
                             model_args={"prefix_cache": cached})  # fmt: skip

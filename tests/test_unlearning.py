@@ -1,4 +1,4 @@
-"""Unlearning recipes on the tiny toy world: the losses against hand computations, full and LoRA
+"""Unlearning recipes on the micro toy world: the losses against hand computations, full and LoRA
 runs that really raise the forget loss, what they save and record, and every refusal."""
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def tokenizer(target: Path):
 
 
 @pytest.fixture(scope="module")
-def batches(tiny_world: Path, tokenizer) -> dict[str, dict[str, torch.Tensor]]:
-    data = load_forget_retain(tiny_world / "data", tokenizer, ("retain1",), 512, seed=0)
+def batches(micro_world: Path, tokenizer) -> dict[str, dict[str, torch.Tensor]]:
+    data = load_forget_retain(micro_world / "data", tokenizer, ("retain1",), 512, seed=0)
     return {
         "forget": pad_batch(data.forget[:3], tokenizer.pad_token_id),
         "retain": pad_batch(data.retain[:3], tokenizer.pad_token_id),
@@ -81,9 +81,9 @@ def test_npo_loss_at_the_reference_is_2_log2_over_beta_and_rises_with_likelihood
     assert npo_loss(logp + 5, logp, 0.1).item() == pytest.approx(by_hand, rel=1e-6)
 
 
-def test_retain_kl_is_zero_against_itself_and_matches_a_hand_kl(target, tiny_world, batches):
+def test_retain_kl_is_zero_against_itself_and_matches_a_hand_kl(target, micro_world, batches):
     model, batch = fp32_model(target), batches["retain"]
-    other = fp32_model(tiny_world / "models" / "retrain")
+    other = fp32_model(micro_world / "models" / "retrain")
     assert retain_kl(model, model, batch).item() == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         p = F.log_softmax(other(**batch).logits[:, :-1].float(), -1)
@@ -159,17 +159,17 @@ def test_confining_to_nf4_bins_keeps_the_asked_part_of_the_code_changes() -> Non
 
 
 @pytest.fixture(scope="module")
-def full_run(target: Path, tiny_world: Path, tmp_path_factory) -> Path:
+def full_run(target: Path, micro_world: Path, tmp_path_factory) -> Path:
     config = UnlearnConfig(method="ga", retain_loss="gdr", mode="full", **QUICK)
     out = tmp_path_factory.mktemp("runs") / "ga_gdr_full"
-    return unlearn(target, tiny_world / "data", config, out, progress=False)
+    return unlearn(target, micro_world / "data", config, out, progress=False)
 
 
 @pytest.fixture(scope="module")
-def lora_run(target: Path, tiny_world: Path, tmp_path_factory) -> Path:
+def lora_run(target: Path, micro_world: Path, tmp_path_factory) -> Path:
     config = UnlearnConfig(method="npo", retain_loss="klr", mode="lora", max_steps=6, lr=1e-2)
     out = tmp_path_factory.mktemp("runs") / "npo_klr_lora"
-    return unlearn(target, tiny_world / "data", config, out, progress=False)
+    return unlearn(target, micro_world / "data", config, out, progress=False)
 
 
 def test_full_run_raises_forget_loss_and_saves_a_loadable_checkpoint(
@@ -182,7 +182,7 @@ def test_full_run_raises_forget_loss_and_saves_a_loadable_checkpoint(
     assert provenance["precision"]["name"] == "nf4"
 
 
-def test_unlearn_json_records_config_seed_and_hashes(full_run: Path, target, tiny_world) -> None:
+def test_unlearn_json_records_config_seed_and_hashes(full_run: Path, target, micro_world) -> None:
     record = json.loads((full_run / "unlearn.json").read_text())
     assert record["method"] == "GA+GDR"
     assert record["config"] == {
@@ -191,7 +191,7 @@ def test_unlearn_json_records_config_seed_and_hashes(full_run: Path, target, tin
     }
     assert record["steps"] == QUICK["max_steps"]
     for split, digest in record["data"]["sha256"].items():
-        raw = (tiny_world / "data" / "raw" / f"{split}.json").read_bytes()
+        raw = (micro_world / "data" / "raw" / f"{split}.json").read_bytes()
         assert digest == hashlib.sha256(raw).hexdigest()
     weights = (target / "model.safetensors").read_bytes()
     assert record["target"]["sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
@@ -201,7 +201,7 @@ def test_unlearn_json_records_config_seed_and_hashes(full_run: Path, target, tin
 def test_recorded_code_changes_match_the_saved_weights(full_run: Path, target: Path) -> None:
     record = json.loads((full_run / "unlearn.json").read_text())["changed_codes"]
     before, after = fp32_model(target), fp32_model(full_run)
-    name = "model.layers.1.self_attn.o_proj"
+    name = "model.layers.0.self_attn.o_proj"
     w0, w1 = before.get_submodule(name).weight, after.get_submodule(name).weight
     expected = (nf4_codes(w0) != nf4_codes(w1)).float().mean().item()
     assert record["nf4"]["per_layer"][name] == pytest.approx(expected, abs=1e-6)
@@ -231,10 +231,10 @@ def test_lora_run_saves_a_peft_adapter_that_loads_merged_and_unmerged(
 
 
 def test_bf16_run_saves_bf16_weights_that_moved_only_where_updates_survive_rounding(
-    target: Path, tiny_world: Path, tmp_path: Path
+    target: Path, micro_world: Path, tmp_path: Path
 ) -> None:
     config = UnlearnConfig(method="ga", retain_loss="none", max_steps=3, lr=1e-5)
-    out = unlearn(target, tiny_world / "data", config, tmp_path / "bf16", progress=False)
+    out = unlearn(target, micro_world / "data", config, tmp_path / "bf16", progress=False)
     saved = AutoModelForCausalLM.from_pretrained(out)
     assert saved.dtype == torch.bfloat16
     name = "model.layers.0.self_attn.q_proj"
@@ -271,16 +271,16 @@ def cli_args(target: Path, data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_cli_run_then_refuse_to_overwrite_unless_asked(target, tiny_world, tmp_path, capsys):
+def test_cli_run_then_refuse_to_overwrite_unless_asked(target, micro_world, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["unlearn", *cli_args(target, tiny_world / "data", out)]) == 0
+    assert main(["unlearn", *cli_args(target, micro_world / "data", out)]) == 0
     assert "GA+GDR (full)" in capsys.readouterr().out
     stamp = (out / "unlearn.json").stat().st_mtime_ns
-    assert run_cli(*cli_args(target, tiny_world / "data", out)) == 2
+    assert run_cli(*cli_args(target, micro_world / "data", out)) == 2
     err = capsys.readouterr().err
     assert "already holds another unlearning run" in err and "--overwrite" in err
     assert (out / "unlearn.json").stat().st_mtime_ns == stamp
-    assert main(["unlearn", *cli_args(target, tiny_world / "data", out, "--overwrite")]) == 0
+    assert main(["unlearn", *cli_args(target, micro_world / "data", out, "--overwrite")]) == 0
 
 
 @pytest.mark.parametrize(
@@ -291,9 +291,9 @@ def test_cli_run_then_refuse_to_overwrite_unless_asked(target, tiny_world, tmp_p
         (lambda d: (d / "raw" / "retain1.json").write_text('["  "]'), "only blank texts"),
     ],
 )
-def test_missing_or_empty_data_is_one_line(damage, message, target, tiny_world, tmp_path, capsys):
+def test_missing_or_empty_data_is_one_line(damage, message, target, micro_world, tmp_path, capsys):
     data = tmp_path / "data"
-    shutil.copytree(tiny_world / "data", data)
+    shutil.copytree(micro_world / "data", data)
     damage(data)
     assert run_cli(*cli_args(target, data, tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip()
@@ -301,22 +301,22 @@ def test_missing_or_empty_data_is_one_line(damage, message, target, tiny_world, 
     assert not (tmp_path / "out").exists()
 
 
-def test_lora_on_a_model_without_linear_layers_is_refused(tiny_world, tmp_path, capsys) -> None:
+def test_lora_on_a_model_without_linear_layers_is_refused(micro_world, tmp_path, capsys) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = tmp_path / "gpt2"  # GPT-2's blocks use Conv1D, not nn.Linear: nothing to adapt
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=1024)).save_pretrained(
         gpt2
     )
-    AutoTokenizer.from_pretrained(tiny_world / "models" / "target").save_pretrained(gpt2)
-    assert run_cli(*cli_args(gpt2, tiny_world / "data", tmp_path / "out", "--mode", "lora")) == 2
+    AutoTokenizer.from_pretrained(micro_world / "models" / "target").save_pretrained(gpt2)
+    assert run_cli(*cli_args(gpt2, micro_world / "data", tmp_path / "out", "--mode", "lora")) == 2
     assert "no linear layers besides the output head" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
-def test_nan_loss_stops_with_a_message_and_writes_nothing(target, tiny_world, tmp_path, capsys):
+def test_nan_loss_stops_with_a_message_and_writes_nothing(target, micro_world, tmp_path, capsys):
     args = cli_args(
-        target, tiny_world / "data", tmp_path / "out", "--lr", "1e30", "--max-steps", "20"
+        target, micro_world / "data", tmp_path / "out", "--lr", "1e30", "--max-steps", "20"
     )
     assert run_cli(*args) == 2
     err = capsys.readouterr().err
@@ -330,8 +330,8 @@ def test_unknown_method_config_is_refused() -> None:
         UnlearnConfig(param_dtype="fp8")
 
 
-def test_early_stopping_needs_every_checked_score_at_its_threshold(target, tiny_world, tmp_path):
-    data = tiny_world / "data"
+def test_early_stopping_needs_every_checked_score_at_its_threshold(target, micro_world, tmp_path):
+    data = micro_world / "data"
     base = {**QUICK, "max_steps": 4, "check_every": 2, "stop_verbmem": 1.0}
     stops = unlearn(target, data, UnlearnConfig(**base), tmp_path / "a", progress=False)
     record = json.loads((stops / "unlearn.json").read_text())

@@ -1,4 +1,4 @@
-"""The methods made to survive quantization, on the tiny toy world: SURE's module selection
+"""The methods made to survive quantization, on the micro toy world: SURE's module selection
 against saliency computed here by hand, and quantization-aware runs that really train through
 NF4 (forward on the rounded weights, gradient straight through) and whose NF4 model forgot."""
 
@@ -31,44 +31,44 @@ def fp32_model(path: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
-def forget_set(target: Path, tiny_world: Path) -> tuple[list[list[int]], int]:
+def forget_set(target: Path, micro_world: Path) -> tuple[list[list[int]], int]:
     tokenizer = AutoTokenizer.from_pretrained(target)
-    data = load_forget_retain(tiny_world / "data", tokenizer, ("retain1",), 512, seed=0)
+    data = load_forget_retain(micro_world / "data", tokenizer, ("retain1",), 512, seed=0)
     return data.forget, tokenizer.pad_token_id
 
 
-def forget_nll(model: torch.nn.Module, target: Path, tiny_world: Path) -> float:
-    chunks, pad = forget_set(target, tiny_world)
+def forget_nll(model: torch.nn.Module, target: Path, micro_world: Path) -> float:
+    chunks, pad = forget_set(target, micro_world)
     with torch.no_grad():
         return mean_nll(model, pad_batch(chunks, pad)).item()
 
 
 @pytest.fixture(scope="module")
-def sure_run(target: Path, tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sure_run(target: Path, micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = UnlearnConfig(**QUICK, salient_fraction=FRACTION)
     out = tmp_path_factory.mktemp("runs") / "ga_gdr_full_sure"
-    return unlearn(target, tiny_world / "data", config, out, progress=False)
+    return unlearn(target, micro_world / "data", config, out, progress=False)
 
 
 @pytest.fixture(scope="module")
-def aware_run(target: Path, tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def aware_run(target: Path, micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = UnlearnConfig(**QUICK, quant_aware="nf4")
     out = tmp_path_factory.mktemp("runs") / "ga_gdr_full_qa"
-    return unlearn(target, tiny_world / "data", config, out, progress=False)
+    return unlearn(target, micro_world / "data", config, out, progress=False)
 
 
 # --------------------------------------------------------------------------- SURE
 
 
 def test_sure_saliency_is_the_forget_gradient_norm_of_each_module(
-    sure_run: Path, target: Path, tiny_world: Path
+    sure_run: Path, target: Path, micro_world: Path
 ) -> None:
     """The recorded saliency equals ||d(-NLL on the forget set, batch by batch)/dW|| computed
     here, and the selected modules are the top quarter of it."""
     record = json.loads((sure_run / "unlearn.json").read_text())
     assert record["method"] == "GA+GDR+SURE"
     model = fp32_model(target)
-    chunks, pad = forget_set(target, tiny_world)
+    chunks, pad = forget_set(target, micro_world)
     size = QUICK.get("batch_size", UnlearnConfig().batch_size)
     for start in range(0, len(chunks), size):
         (-mean_nll(model, pad_batch(chunks[start : start + size], pad))).backward()
@@ -84,7 +84,7 @@ def test_sure_saliency_is_the_forget_gradient_norm_of_each_module(
 
 
 def test_sure_changes_only_the_selected_modules_and_forgets(
-    sure_run: Path, target: Path, tiny_world: Path
+    sure_run: Path, target: Path, micro_world: Path
 ) -> None:
     selected = json.loads((sure_run / "unlearn.json").read_text())["salient_modules"]["selected"]
     before, after = fp32_model(target), fp32_model(sure_run)
@@ -95,16 +95,16 @@ def test_sure_changes_only_the_selected_modules_and_forgets(
             assert not torch.equal(w0, after_params[name]), name
         else:
             assert torch.equal(w0, after_params[name]), name  # bit-identical to the target
-    assert forget_nll(after, target, tiny_world) > forget_nll(before, target, tiny_world) + 0.3
+    assert forget_nll(after, target, micro_world) > forget_nll(before, target, micro_world) + 0.3
 
 
 # --------------------------------------------------------------------------- quantization-aware
 
 
 def test_through_nf4_computes_on_the_rounded_weights_with_straight_through_gradients(
-    target: Path, tiny_world: Path
+    target: Path, micro_world: Path
 ) -> None:
-    chunks, pad = forget_set(target, tiny_world)
+    chunks, pad = forget_set(target, micro_world)
     batch = pad_batch(chunks[:3], pad)
     aware, rounded = fp32_model(target), fp32_model(target)
     names = quantized_linear_names(aware)
@@ -138,7 +138,7 @@ def test_through_nf4_computes_on_the_rounded_weights_with_straight_through_gradi
 
 
 def test_quant_aware_run_saves_full_precision_weights_whose_nf4_model_forgot(
-    aware_run: Path, target: Path, tiny_world: Path
+    aware_run: Path, target: Path, micro_world: Path
 ) -> None:
     record = json.loads((aware_run / "unlearn.json").read_text())
     assert record["method"] == "GA+GDR+QA-NF4" and record["config"]["quant_aware"] == "nf4"
@@ -148,8 +148,8 @@ def test_quant_aware_run_saves_full_precision_weights_whose_nf4_model_forgot(
     assert not torch.equal(weight, nf4_round_trip(weight))  # latent weights, not their rounding
     nf4_target, _ = load_causal_lm(str(target), precision="nf4")
     nf4_run, _ = load_causal_lm(str(aware_run), precision="nf4")
-    before = forget_nll(nf4_target, target, tiny_world)
-    assert forget_nll(nf4_run, target, tiny_world) > before + 0.3
+    before = forget_nll(nf4_target, target, micro_world)
+    assert forget_nll(nf4_run, target, micro_world) > before + 0.3
 
 
 # --------------------------------------------------------------------------- refusals
@@ -171,10 +171,10 @@ def test_bad_robust_options_are_refused(change: dict, message: str) -> None:
 
 
 def test_cli_takes_the_robust_options(
-    target: Path, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    target: Path, micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    args = ["unlearn", "--model", str(target), "--data", str(tiny_world / "data"), "--method",
+    args = ["unlearn", "--model", str(target), "--data", str(micro_world / "data"), "--method",
             "ga", "--max-steps", "1", "--param-dtype", "fp32", "--out", str(out)]  # fmt: skip
     with pytest.raises(SystemExit) as refused:
         main([*args, "--quant-aware", "nf5"])
