@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from muse_run import cores_for_this_worker
 
 from muse_quant import demo as demo_module
 from muse_quant.cli import main
@@ -44,12 +45,14 @@ def headline_of(printed: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def zoo_labels(micro_world: Path) -> list[str]:
-    return list(load_manifest(build_zoo(micro_world))["runs"])
+    """The zoo's runs; the zoo built (or found) with this pytest worker's cores."""
+    return list(load_manifest(build_zoo(micro_world, workers=cores_for_this_worker()))["runs"])
 
 
 @pytest.fixture(scope="module")
-def demo(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The demo's output folder and what it printed, run once for the module."""
+def demo(zoo_labels: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The demo's output folder and what it printed, run once for the module (world and zoo
+    from the test cache)."""
     out = tmp_path_factory.mktemp("demo") / "out"
     status, printed = run_demo(out, "--precisions", ",".join(PRECISIONS))
     assert status == 0, printed

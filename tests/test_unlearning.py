@@ -22,6 +22,7 @@ from muse_quant.cli import main
 from muse_quant.unlearning.config import UnlearnConfig
 from muse_quant.unlearning.data import load_forget_retain
 from muse_quant.unlearning.losses import mean_nll, npo_loss, retain_kl, sequence_logprob
+from muse_quant.unlearning.pool import unlearn_all
 from muse_quant.unlearning.recipe import unlearn
 
 QUICK = {"max_steps": 6, "lr": 3e-3, "param_dtype": "fp32"}
@@ -299,6 +300,20 @@ def test_missing_or_empty_data_is_one_line(damage, message, target, micro_world,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_side_by_side_raise_the_first_failure_and_write_no_run(
+    target: Path, micro_world: Path, tmp_path: Path
+) -> None:
+    """``unlearn_all``: a run whose data is broken fails in its worker process; the failure
+    reaches the caller as the one-line error a lone run gives, and no run folder is left."""
+    data = tmp_path / "data"
+    shutil.copytree(micro_world / "data", data)
+    (data / "raw" / "forget.json").unlink()
+    configs = {name: UnlearnConfig(max_steps=1, seed=seed) for seed, name in enumerate("ab")}
+    with pytest.raises(MuseQuantError, match="forget.json: missing"):
+        unlearn_all(target, data, configs, tmp_path / "runs", workers=2)
+    assert not any((tmp_path / "runs" / name).exists() for name in configs)
 
 
 def test_lora_on_a_model_without_linear_layers_is_refused(micro_world, tmp_path, capsys) -> None:

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 from muse_run import cores_for_this_worker, flat_metrics, run_tasks
 
 from muse_quant.toyworld.zoo import (
@@ -34,14 +31,14 @@ from muse_quant.toyworld.zoo import (
     save_confined,
     zoo_configs,
 )
-from muse_quant.unlearning.recipe import unlearn
+from muse_quant.unlearning.pool import unlearn_all
 
 GDR_RUNS = ("ga_gdr_full", "npo_gdr_full", "ga_gdr_lora", "npo_gdr_lora")
 
 
 @pytest.fixture(scope="module")
 def zoo(micro_world: Path) -> Path:
-    return build_zoo(micro_world)
+    return build_zoo(micro_world, workers=cores_for_this_worker())
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +47,11 @@ def seed1_runs(micro_world: Path, tmp_path_factory) -> Path:
     single-threaded process per core of this pytest worker: the runs are independent."""
     folder = tmp_path_factory.mktemp("seed1")
     configs = zoo_configs(seed=1, scale="micro")
-    workers = min(len(GDR_RUNS), cores_for_this_worker())
-    spawn = multiprocessing.get_context("spawn")
-    one_thread = {"initializer": torch.set_num_threads, "initargs": (1,)}
-    with ProcessPoolExecutor(workers, spawn, **one_thread) as pool:
-        runs = [
-            pool.submit(unlearn, micro_world / "models" / "target", micro_world / "data",
-                        configs[name], folder / name, progress=False)
-            for name in GDR_RUNS
-        ]  # fmt: skip
-        for run in runs:
-            run.result()
+    target = micro_world / "models" / "target"
+    gdr = {name: configs[name] for name in GDR_RUNS}
+    unlearn_all(target, micro_world / "data", gdr, folder, cores_for_this_worker())
     for name in ("ga_gdr_full", "npo_gdr_full"):
-        save_confined(micro_world / "models" / "target", folder / name, folder)
+        save_confined(target, folder / name, folder)
     return folder
 
 

@@ -26,7 +26,8 @@ from model_wrappers.codes import confine_to_nf4_bins
 from model_wrappers.precisions import quantized_linear_names
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
 from muse_quant.unlearning.config import RETAIN_LOSSES, UnlearnConfig
-from muse_quant.unlearning.recipe import RECORD, block_weights, code_change_record, unlearn
+from muse_quant.unlearning.pool import unlearn_all, workers_for
+from muse_quant.unlearning.recipe import RECORD, block_weights, code_change_record
 from muse_quant.unlearning.trainers import TRAINERS
 
 ZOO_VERSION = 2
@@ -126,8 +127,9 @@ def _log(msg: str) -> None:
     print(f"[zoo] {msg}", file=sys.stderr, flush=True)
 
 
-def build_zoo(world: Path, out: Path | None = None) -> Path:
-    """The folder of the world's zoo (``<name>/`` per run plus ``manifest.json``), built once."""
+def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) -> Path:
+    """The folder of the world's zoo (``<name>/`` per run plus ``manifest.json``), built once;
+    ``workers`` runs at a time (default: one per core), each on one thread."""
     if load_manifest(world) is None:
         raise MuseQuantError(f"{world}: not a toy world (no {MANIFEST}); see `toyworld build`")
 
@@ -148,12 +150,25 @@ def build_zoo(world: Path, out: Path | None = None) -> Path:
             return out
         started = time.time()
         with staged_dir(out) as tmp:
-            runs = {}
             configs = zoo_configs(scale=world_scale(world))
-            for i, (name, config) in enumerate(configs.items(), 1):
-                _log(f"[{i}/{len(configs)}] {name}")
-                unlearn(world / "models" / "target", world / "data", config, tmp / name)
-                runs[name] = _run_summary(tmp / name, config.name, config.mode)
+            finished: list[str] = []
+
+            def done(name: str) -> None:
+                finished.append(name)
+                record = json.loads((tmp / name / RECORD).read_text())
+                _log(
+                    f"[{len(finished)}/{len(configs)}] {name}: {record['steps']} steps, "
+                    f"{record['seconds']:.0f} s"
+                )
+
+            _log(f"unlearning {len(configs)} runs, {workers_for(len(configs), workers)} at a time")
+            unlearn_all(
+                world / "models" / "target", world / "data", configs, tmp, workers, on_done=done
+            )
+            runs = {
+                name: _run_summary(tmp / name, config.name, config.mode)
+                for name, config in configs.items()
+            }
             for name in CONFINED:
                 confined = save_confined(world / "models" / "target", tmp / name, tmp)
                 runs[confined.name] = _run_summary(
