@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -29,6 +32,8 @@ from muse_quant.sweep.plan import SweepOptions
 
 #: Tries of a cell after the first whose worker died before it finished.
 RETRIES = 2
+#: How often the driver looks up from waiting for a cell, to honour a Ctrl-C (seconds).
+POLL_SECONDS = 0.5
 
 
 def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list[str]:
@@ -50,19 +55,13 @@ def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list
     pending = {remote.options(**_resources(job)).remote(job, options): job for job in jobs}
     failures = []
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(done[0])
-            try:
-                outcome = ray.get(done[0])
-            except (ray.exceptions.RayError, MemoryError) as e:
-                failures.append(f"{job.cell.name}: {type(e).__name__}: {_first_line(e)}")
-                display.warn(f"{job.cell.name}: failed after {RETRIES + 1} tries ({failures[-1]})")
-                continue
-            if outcome["ran"]:
-                display.finished(job, outcome["seconds"], where=outcome["node"])
-            else:
-                display.finished_elsewhere(job)
+        with _ctrl_c_kept() as interrupted:
+            while pending:
+                if interrupted():
+                    raise KeyboardInterrupt
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+                if done:
+                    _collect(done[0], pending, failures, display)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -70,6 +69,42 @@ def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list
     finally:
         ray.shutdown()
     return failures
+
+
+def _collect(ref: Any, pending: dict, failures: list[str], display: Display) -> None:
+    """One finished task: its cell shown as finished, or its failure kept for the end."""
+    job = pending.pop(ref)
+    try:
+        outcome = ray.get(ref)
+    except (ray.exceptions.RayError, MemoryError) as e:
+        failures.append(f"{job.cell.name}: {type(e).__name__}: {_first_line(e)}")
+        display.warn(f"{job.cell.name}: failed after {RETRIES + 1} tries ({failures[-1]})")
+        return
+    if outcome["ran"]:
+        display.finished(job, outcome["seconds"], where=outcome["node"])
+    else:
+        display.finished_elsewhere(job)
+
+
+@contextlib.contextmanager
+def _ctrl_c_kept() -> Iterator[Callable[[], bool]]:
+    """Yields "was Ctrl-C pressed?". A SIGINT that lands while Ray's own code runs in the
+    driver can be swallowed there (seen: a sweep interrupted as a cell finished ran to its
+    end, exit 0); the flag set here outlives that, and the loop polls it between waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False  # signals reach the main thread only
+        return
+    pressed = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _resources(job: Job) -> dict[str, Any]:
