@@ -12,7 +12,7 @@
 # left to drop is the multimodal library (LLAVA_BUILD=OFF: llama_cpp.mtmd_cpp is imported only by
 # the image chat handlers, which muse-quant never uses). Built with every core. pip keeps the
 # built wheel in its own cache (~/.cache/pip/wheels), so every later clone on the machine
-# installs it in seconds; README's timing table says what a first build costs.
+# installs it in seconds; README (GGUF) says what a first build costs.
 LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 #
 # The test thread policy: one pytest worker per core (pytest-xdist, `-n auto`), each worker and
