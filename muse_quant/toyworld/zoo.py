@@ -151,24 +151,21 @@ def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) 
         started = time.time()
         with staged_dir(out) as tmp:
             configs = zoo_configs(scale=world_scale(world))
-            finished: list[str] = []
+            runs = {}
 
             def done(name: str) -> None:
-                finished.append(name)
-                record = json.loads((tmp / name / RECORD).read_text())
+                runs[name] = summary = _run_summary(
+                    tmp / name, configs[name].name, configs[name].mode
+                )
                 _log(
-                    f"[{len(finished)}/{len(configs)}] {name}: {record['steps']} steps, "
-                    f"{record['seconds']:.0f} s"
+                    f"[{len(runs)}/{len(configs)}] {name}: {summary['steps']} steps, "
+                    f"{summary['seconds']:.0f} s"
                 )
 
             _log(f"unlearning {len(configs)} runs, {workers_for(len(configs), workers)} at a time")
             unlearn_all(
                 world / "models" / "target", world / "data", configs, tmp, workers, on_done=done
             )
-            runs = {
-                name: _run_summary(tmp / name, config.name, config.mode)
-                for name, config in configs.items()
-            }
             for name in CONFINED:
                 confined = save_confined(world / "models" / "target", tmp / name, tmp)
                 runs[confined.name] = _run_summary(
