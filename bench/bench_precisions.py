@@ -28,11 +28,11 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
+from bench.results import flat_metrics  # noqa: E402
 from model_wrappers.loading import load_causal_lm  # noqa: E402
 from model_wrappers.precisions import resolve_precision  # noqa: E402
 from model_wrappers.provenance import resident_weight_bytes  # noqa: E402
 from muse_quant.toyworld.build import build_world  # noqa: E402
-from tests.muse_run import flat_metrics  # noqa: E402
 
 PRECISIONS = (
     "fp32,bf16,fp8-e4m3,int8,nf4,fp4,gptq-w4g128,awq-w4g128,rtn-w4g128,hqq-w4g64,"

@@ -7,7 +7,7 @@ context 4096). Each side runs in a
 fresh process on the same model, data and machine, so each pays its own imports and start-up and
 its peak memory is its own:
 
-- ``reference``: tests/reference_muse.py, MUSE's metric code written naively (one ``generate``
+- ``reference``: bench/reference_muse.py, MUSE's metric code written naively (one ``generate``
   per prompt, one forward per text, scikit-learn's AUC), importing nothing from muse-quant;
 - ``tasks``: ``lm_eval.simple_evaluate`` over our ``muse_news`` tasks with ``--model muse``.
 
@@ -45,7 +45,7 @@ def side_reference(model_dir: Path, data: Path) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.reference_muse import evaluate
+    from bench.reference_muse import evaluate
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -56,8 +56,8 @@ def side_tasks(model_dir: Path, data: Path, batch_size: str, model_args: str) ->
     from lm_eval import simple_evaluate
 
     import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    from bench.results import flat_metrics
     from muse_quant.lm_eval_tasks import task_manager
-    from tests.muse_run import flat_metrics
 
     args = {"pretrained": str(model_dir)}
     args |= dict(kv.split("=", 1) for kv in model_args.split(",") if kv)

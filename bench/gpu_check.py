@@ -71,8 +71,8 @@ def one_precision(model: Path, data: Path, precision: str, emulated: bool, devic
     from lm_eval import simple_evaluate
 
     import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    from bench.results import flat_metrics
     from muse_quant.lm_eval_tasks import task_manager
-    from tests.muse_run import flat_metrics
 
     args = {"pretrained": str(model), "precision": precision}
     if emulated:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bench.results import flat_metrics
+
 
 def cores_for_this_worker() -> int:
     """This pytest worker's share of the cores (all of them without pytest-xdist)."""
@@ -32,16 +34,6 @@ def run_tasks(model_dir: Path, data: Path, tasks: list[str], **kw) -> dict:
         bootstrap_iters=0,
         **kw,
     )
-
-
-def flat_metrics(results: dict) -> dict[str, float]:
-    """``{"verbmem_f": 33.1, "auc_mink_40": 0.2, ...}`` from lm-eval's results (filter dropped)."""
-    return {
-        name.split(",")[0]: value
-        for task in results["results"].values()
-        for name, value in task.items()
-        if "," in name and "_stderr" not in name
-    }
 
 
 def one_line(error) -> str:

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from muse_run import flat_metrics, one_line, run_tasks
+from muse_run import one_line, run_tasks
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig
 
+from bench.results import flat_metrics
 from harness_ext.errors import MuseQuantError
 from model_wrappers.codes import changed_codes, codes
 from model_wrappers.loading import load_causal_lm, open_checkpoint
@@ -34,6 +35,8 @@ pytest.importorskip("llama_cpp", reason="pip install 'muse-quant[gguf]' to test 
 from model_wrappers.llamacpp_lm import LlamaCppLM  # noqa: E402
 from model_wrappers.muse_lm import MuseLM  # noqa: E402
 from model_wrappers.precisions import gguf as gguf_precision  # noqa: E402
+from model_wrappers.precisions.ggml import ggml_quantize  # noqa: E402
+from model_wrappers.precisions.gguf_writer import _to_gguf, gguf_name  # noqa: E402
 
 
 @pytest.fixture
@@ -283,7 +286,7 @@ def test_emulated_weights_are_the_file_dequantized(
     config = model.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     params = dict(model.named_parameters())
-    by_gguf = {gguf_precision.gguf_name(names, n): n for n in params}
+    by_gguf = {gguf_name(names, n): n for n in params}
     reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     fp32 = dict(reference.named_parameters())
     kinds = set()
@@ -320,16 +323,16 @@ def test_gguf_q4_k_codes_are_llama_cpp_s(
     fp32 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     config = fp32.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    by_gguf = {gguf_precision.gguf_name(names, n): n for n, _ in fp32.named_parameters()}
+    by_gguf = {gguf_name(names, n): n for n, _ in fp32.named_parameters()}
     checked = 0
     for tensor in reader.tensors:
         if tensor.tensor_type.name != kind or not tensor.name.startswith("blk."):
             continue
         hf_name = by_gguf[tensor.name]
         heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-        rows = gguf_precision._to_gguf(hf_name, fp32.get_parameter(hf_name), heads, kv_heads)
+        rows = _to_gguf(hf_name, fp32.get_parameter(hf_name), heads, kv_heads)
         stored = np.asarray(tensor.data)
-        assert np.array_equal(gguf_precision.ggml_quantize(rows, kind), stored), tensor.name
+        assert np.array_equal(ggml_quantize(rows, kind), stored), tensor.name
         found = codes(torch.from_numpy(rows), "gguf-q4_k").numpy().reshape(len(rows), -1)
         values = reference_dequantize(stored, kind)
         if kind == "Q5_0":
@@ -358,7 +361,7 @@ def test_cache_quantizes_once(target: Path, cache: Path, monkeypatch: pytest.Mon
     """The second request of a (weights, type) reads the first's file: one conversion, one
     llama.cpp quantization, the same sha256; another type is another entry."""
     calls = {"write": 0, "quantize": 0}
-    write, quantize = gguf_precision.write_f32_gguf, gguf_precision._quantize_file
+    write, quantize = gguf_precision.write_f32_gguf, gguf_precision.quantize_file
 
     def counted(name: str, function):
         def wrapper(*args, **kwargs):
@@ -368,7 +371,7 @@ def test_cache_quantizes_once(target: Path, cache: Path, monkeypatch: pytest.Mon
         return wrapper
 
     monkeypatch.setattr(gguf_precision, "write_f32_gguf", counted("write", write))
-    monkeypatch.setattr(gguf_precision, "_quantize_file", counted("quantize", quantize))
+    monkeypatch.setattr(gguf_precision, "quantize_file", counted("quantize", quantize))
     source = open_checkpoint(str(target)).source
     q8 = resolve_precision("gguf-q8_0", emulated=True)
     path, first = gguf_precision.gguf_file(source, q8)

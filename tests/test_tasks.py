@@ -1,7 +1,7 @@
 """The MUSE lm-eval tasks: faithful to a plain reference evaluator, and strict about bad input.
 
 The faithfulness test runs our tasks through lm-eval's ``simple_evaluate`` (batched, ``--model
-muse``) and the batch-1 reference of ``reference_muse.py`` (written from MUSE's definitions
+muse``) and the batch-1 reference of ``bench/reference_muse.py`` (written from MUSE's definitions
 alone, docs/tasks.md) on the toy world's target, retrain and a perturbed copy of the target,
 and asks every metric to agree.
 """
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from muse_run import flat_metrics, run_tasks
-from reference_muse import evaluate as reference_evaluate
+from muse_run import run_tasks
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bench.reference_muse import evaluate as reference_evaluate
+from bench.results import flat_metrics
 from harness_ext.errors import MuseQuantError
 from harness_ext.evaluation import muse_dataset
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC

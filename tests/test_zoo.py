@@ -22,8 +22,9 @@ import json
 from pathlib import Path
 
 import pytest
-from muse_run import cores_for_this_worker, flat_metrics, run_tasks
+from muse_run import cores_for_this_worker, run_tasks
 
+from bench.results import flat_metrics
 from muse_quant.toyworld.zoo import (
     CONFINED_SUFFIX,
     ROBUST,
