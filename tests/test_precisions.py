@@ -11,6 +11,8 @@ MUSE metrics of emulated and real kernels within 0.5 points.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -218,6 +220,35 @@ def test_gptq_without_gptqmodel(target: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(MuseQuantError) as err:
         load_causal_lm(str(target), precision="gptq-w4g128")
     assert "pip install 'muse-quant[gptq]'" in one_line(err)
+
+
+def test_gptqmodel_prints_on_stderr_and_leaves_no_logs(target: Path, tmp_path: Path) -> None:
+    """A fresh process quantizing with GPTQ and AWQ: gptqmodel's banner and per-layer tables are
+    on stderr (stdout holds only what the program prints), and its per-layer log files are gone
+    (not in the cache, the working folder or the temporary folder)."""
+    pytest.importorskip("gptqmodel", reason="pip install 'muse-quant[gptq]' to test GPTQ")
+    folders = {name: tmp_path / name for name in ("cache", "cwd", "tmp")}
+    for folder in folders.values():
+        folder.mkdir()
+    code = (
+        "from model_wrappers.loading import load_causal_lm\n"
+        f"for name in ('gptq-w4g128', 'awq-w4g128'): load_causal_lm({str(target)!r}, "
+        "precision=name)\n"
+        "print('loaded')\n"
+    )
+    env = {
+        **os.environ, "MUSE_QUANT_CACHE": str(folders["cache"]), "TMPDIR": str(folders["tmp"])
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=folders["cwd"], env=env, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "loaded\n"
+    assert "GPT-QModel" in done.stderr  # its banner, on stderr
+    assert list(folders["tmp"].iterdir()) == []
+    assert list(tmp_path.rglob("*.log")) == []
+    assert (folders["cache"] / "quantized").is_dir()
 
 
 def test_gpu_only_kernel_on_cpu(target: Path) -> None:

@@ -55,7 +55,8 @@ def _kernel(precision: Precision) -> str:
 
 
 def _awq_dequantize(module: nn.Module) -> torch.Tensor | None:
-    from gptqmodel.nn_modules.qlinear import AWQuantLinear  # optional; prints a banner
+    import_gptqmodel("AWQ")  # optional; its banner on stderr
+    from gptqmodel.nn_modules.qlinear import AWQuantLinear
     from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
 
     if not isinstance(module, AWQuantLinear):

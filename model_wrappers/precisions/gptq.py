@@ -38,9 +38,9 @@ GPTQ_BACKENDS = ("torch", "auto", *GPTQ_CUDA_BACKENDS)
 
 
 def _gptq_dequantize(module: nn.Module) -> torch.Tensor | None:
-    from gptqmodel.nn_modules.qlinear import BaseQuantLinear  # optional; prints a banner
+    kernel = import_gptqmodel("GPTQ").nn_modules.qlinear.BaseQuantLinear  # optional
 
-    if isinstance(module, BaseQuantLinear):
+    if isinstance(module, kernel):
         return module.dequantize_weight().T
     return None
 

@@ -3,21 +3,27 @@
 gptqmodel quantizes a model on calibration texts into a checkpoint folder and loads that folder
 back with one of its kernels. Both precisions cache the folder (``cached.py``) and run the
 loaded kernels inside the float32 model. gptqmodel's workarounds live here: the CPU worker count
-it needs to make progress on small machines, and where it writes its per-layer logs.
+it needs to make progress on small machines, its console output (its logger, LogBar, prints to
+whatever ``sys.stdout`` is when it writes: its banner on import, its per-layer tables while it
+quantizes), which goes to stderr so that stdout keeps lm-eval's results alone, and its per-layer
+log files, which it writes into a temporary folder removed once it is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness_ext.cache import cache_root
 from harness_ext.errors import MuseQuantError
 from model_wrappers.precisions.cached import cached_checkpoint
 from model_wrappers.precisions.emulation import check_group_size
@@ -31,12 +37,18 @@ GPTQMODEL_INSTALL = (
 )
 
 
+def gptqmodel_output() -> contextlib.AbstractContextManager[Any]:
+    """Inside it, what gptqmodel prints goes to stderr (it writes to the current ``sys.stdout``)."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def import_gptqmodel(method: str) -> Any:
     """gptqmodel, or a one-line error saying how to install it (``method``: GPTQ, AWQ)."""
     # Its CPU quantizer stalls with one worker (its default on 2 cores).
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, ((os.cpu_count() or 1) + 1) // 2)))
     try:
-        import gptqmodel  # optional (the gptq extra); prints a banner on import
+        with gptqmodel_output():
+            import gptqmodel  # optional (the gptq extra); prints a banner on import
     except ImportError as e:
         raise MuseQuantError(
             f"{method} precisions need gptqmodel ({e}); {GPTQMODEL_INSTALL}"
@@ -81,13 +93,8 @@ def quantized_checkpoint(
     device = torch.device(source.device)
 
     def write(out: Path) -> None:
-        # gptqmodel writes a per-layer log into ./logs of whatever folder the user runs from;
-        # keep it next to the quantized checkpoints instead.
-        from gptqmodel.looper import loop_processor  # imported by import_gptqmodel already
-
-        loop_processor._PROJECT_LOG_DIR = cache_root() / "gptq-logs"
         quantize_config = gptqmodel.QuantizeConfig(**config, offload_to_disk=False)
-        with source.weights_folder() as weights:
+        with source.weights_folder() as weights, gptqmodel_output(), _layer_logs(gptqmodel):
             model = gptqmodel.GPTQModel.load(
                 weights,
                 quantize_config,
@@ -103,6 +110,23 @@ def quantized_checkpoint(
     return cached_checkpoint(key, write)
 
 
+@contextlib.contextmanager
+def _layer_logs(gptqmodel: Any) -> Iterator[None]:
+    """gptqmodel's per-layer log files (one per quantization, in ``./logs`` of whatever folder
+    the user runs from, never deleted: ``LoopProcessor._build_log_file_path``) written into a
+    temporary folder instead, removed once its writer thread has finished with them."""
+    from gptqmodel.looper import loop_processor  # imported by import_gptqmodel already
+
+    before = loop_processor._PROJECT_LOG_DIR
+    with tempfile.TemporaryDirectory(prefix="muse-quant-gptqmodel-logs-") as folder:
+        loop_processor._PROJECT_LOG_DIR = Path(folder)
+        try:
+            yield
+        finally:
+            gptqmodel.DEVICE_THREAD_POOL.wait()  # the log lines it still has queued
+            loop_processor._PROJECT_LOG_DIR = before
+
+
 def load_quantized(gptqmodel: Any, folder: Path, source: Source, precision: Precision) -> nn.Module:
     """The checkpoint in ``folder`` loaded with gptqmodel's kernels (``torch`` in emulated mode),
     computing in the precision's ``compute_dtype``.
@@ -116,13 +140,14 @@ def load_quantized(gptqmodel: Any, folder: Path, source: Source, precision: Prec
     """
     compute = precision.compute_dtype
     backend = "torch" if precision.emulated else precision.options["backend"]
-    loaded = gptqmodel.GPTQModel.load(
-        str(folder),
-        device=str(torch.device(source.device)),
-        backend=gptqmodel.BACKEND(backend),
-        dtype=torch.float16 if compute == torch.float32 else compute,
-        trust_remote_code=source.trust_remote_code,
-    ).model
+    with gptqmodel_output():
+        loaded = gptqmodel.GPTQModel.load(
+            str(folder),
+            device=str(torch.device(source.device)),
+            backend=gptqmodel.BACKEND(backend),
+            dtype=torch.float16 if compute == torch.float32 else compute,
+            trust_remote_code=source.trust_remote_code,
+        ).model
     if compute != torch.float32:
         return loaded
     model = source.load(dtype=torch.float32)
