@@ -3,6 +3,7 @@ the memorization it must show, and the cache (hit, miss, corruption, bad --out).
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.muse_layout import LAYOUT, read_split
 from muse_quant.cli import main
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
+from muse_quant.progress import PlainProgress
 from muse_quant.toyworld import build
 from muse_quant.toyworld.build import build_world
 from muse_quant.toyworld.config import TrainPhase, config_for
@@ -24,6 +26,7 @@ from muse_quant.toyworld.corpus import (
     write_muse_layout,
 )
 from muse_quant.toyworld.manifest import load_manifest, verify_world
+from muse_quant.toyworld.report import format_report
 
 PROBE = config_for(
     "tiny",
@@ -157,8 +160,13 @@ def probe_world(tmp_path_factory) -> Path:
     return build_world(config=PROBE, out=tmp_path_factory.mktemp("micro") / "world")
 
 
-def test_same_seed_gives_identical_weights(probe_world, tmp_path):
+def test_same_seed_gives_identical_weights(probe_world, tmp_path, capsys):
     again = build_world(config=PROBE, out=tmp_path / "again")
+    printed = capsys.readouterr().err  # not a terminal: plain progress lines, no bar redraws
+    assert "\r" not in printed
+    for phase in ("pretrain base", "fine-tune target", "fine-tune retrain"):
+        lines = [line for line in printed.splitlines() if line.startswith(f"{phase}: ")]
+        assert 1 <= len(lines) <= 11 and "steps (100%)" in lines[-1], (phase, lines)
     assert load_manifest(again)["files"] == load_manifest(probe_world)["files"]
     other = build_world(config=replace(PROBE, seed=1), out=tmp_path / "other")
     assert (
@@ -167,12 +175,36 @@ def test_same_seed_gives_identical_weights(probe_world, tmp_path):
     )
 
 
-def test_same_config_reuses_the_cache_without_building(probe_world, monkeypatch):
+def test_same_config_reuses_the_cache_without_building(probe_world, monkeypatch, capsys):
     def no_build(*_):
         raise AssertionError("rebuilt an intact cached world")
 
     monkeypatch.setattr(build, "_build_into", no_build)
+    capsys.readouterr()
     assert build_world(config=PROBE, out=probe_world) == probe_world
+    seconds = load_manifest(probe_world)["build_seconds"]
+    said = capsys.readouterr().err
+    assert f"reused the world cached in {probe_world} (its build took {seconds} s" in said
+    assert "built in" not in said and "built in" not in format_report(probe_world)
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines() -> None:
+    """1,200 steps over 2 minutes: a line per tenth at most (and 10 s apart), then the end."""
+    now = [0.0]
+    out = io.StringIO()
+    with PlainProgress(1200, "pretrain base", file=out, clock=lambda: now[0]) as bar:
+        for step in range(1200):
+            now[0] += 0.1
+            bar.update(1)
+            bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+    lines = out.getvalue().splitlines()
+    assert 2 <= len(lines) <= 10 and "\r" not in out.getvalue()
+    assert lines[-1] == "pretrain base: 1200/1200 steps (100%), 120 s, loss=0.001"
+    quick = io.StringIO()
+    with PlainProgress(1200, "quick", file=quick, clock=lambda: 0.0) as bar:
+        for _ in range(600):  # under 10 s, stopped early: one line, when it closes
+            bar.update(1)
+    assert quick.getvalue() == "quick: 600/1200 steps (50%), 0 s\n"
 
 
 def test_corrupted_world_is_rebuilt_not_reused(probe_world, tmp_path):

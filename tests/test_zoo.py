@@ -74,7 +74,9 @@ def codes(run: Path) -> dict[str, float]:
     return {k: v["overall"] for k, v in record.items()}
 
 
-def test_zoo_has_eight_runs_and_two_controls_with_their_records(zoo: Path, micro_world) -> None:
+def test_zoo_has_eight_runs_and_two_controls_with_their_records(
+    zoo: Path, micro_world, capsys: pytest.CaptureFixture[str]
+) -> None:
     manifest = json.loads((zoo / "manifest.json").read_text())
     assert set(manifest["runs"]) == {
         *zoo_configs(scale="micro"),
@@ -84,8 +86,10 @@ def test_zoo_has_eight_runs_and_two_controls_with_their_records(zoo: Path, micro
     for name, run in manifest["runs"].items():
         assert run["changed_codes"]["nf4"] == pytest.approx(codes(zoo / name)["nf4"])
     stamp = (zoo / "manifest.json").stat().st_mtime_ns
-    assert build_zoo(micro_world) == zoo  # cached: reused, not rebuilt
+    capsys.readouterr()
+    assert build_zoo(micro_world) == zoo  # cached: reused, not rebuilt, and says so
     assert (zoo / "manifest.json").stat().st_mtime_ns == stamp
+    assert f"reused the zoo cached in {zoo} (its build took" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

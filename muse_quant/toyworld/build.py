@@ -25,6 +25,7 @@ from harness_ext.files import check_writable, staged_dir
 from harness_ext.muse_layout import read_split
 from harness_ext.versions import library_versions
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
+from muse_quant.progress import library_bars_on_terminal_only
 from muse_quant.toyworld.config import ToyWorldConfig, config_for
 from muse_quant.toyworld.corpus import (
     generate_corpus,
@@ -32,6 +33,7 @@ from muse_quant.toyworld.corpus import (
     write_muse_layout,
 )
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
+from muse_quant.toyworld.report import reused_line
 from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
 from muse_quant.toyworld.training import new_llama, train_causal_lm
 
@@ -67,16 +69,21 @@ def build_world(
     out = Path(out) if out is not None else default_world_dir(config)
     _check_out_dir(out)
     if _reusable(out, config, quiet=True):
-        return out
+        return _reused(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # One builder at a time per folder (pytest workers, a demo next to the tests): the others
     # wait, then find the world built.
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _reusable(out, config, quiet=False):
-            return out
+            return _reused(out)
         with staged_dir(out) as tmp:
             _build_into(tmp, config)
+    return out
+
+
+def _reused(out: Path) -> Path:
+    _log(reused_line("world", out))
     return out
 
 
@@ -136,9 +143,10 @@ def _train_and_save(root: Path, config: ToyWorldConfig, started: float) -> None:
             model, tokenizer, texts, config.finetune, config.seed + 1, f"fine-tune {name}"
         )
         models[name] = model
-    for name, model in models.items():
-        model.save_pretrained(root / "models" / name)
-        tokenizer.save_pretrained(root / "models" / name)
+    with library_bars_on_terminal_only():
+        for name, model in models.items():
+            model.save_pretrained(root / "models" / name)
+            tokenizer.save_pretrained(root / "models" / name)
 
     checks = {
         name: memorization_report(models[name], tokenizer, data) for name in ("target", "retrain")

@@ -23,10 +23,17 @@ def format_report(world: Path) -> str:
             f"   QA {m['knowmem_forget']:.2f} / {m['knowmem_retain']:.2f}"
         )
     lines.append(
-        f"  built in {manifest.get('build_seconds')} s; config hash "
-        f"{manifest.get('config_hash', '')[:12]}"
+        f"  its build took {manifest.get('build_seconds')} s (once: reused while intact); "
+        f"config hash {manifest.get('config_hash', '')[:12]}"
     )
     return "\n".join(lines)
+
+
+def reused_line(what: str, folder: Path) -> str:
+    """What a build says when it finds its world or zoo (``what``) intact in ``folder``: reused,
+    not built now (the report's build time is the original build's)."""
+    seconds = (load_manifest(folder) or {}).get("build_seconds")
+    return f"reused the {what} cached in {folder} (its build took {seconds} s; nothing rebuilt)"
 
 
 def format_zoo(zoo: Path) -> str:
@@ -45,5 +52,5 @@ def format_zoo(zoo: Path) -> str:
             f"{f'{100 * codes[s]:.2f}%' if s in codes else '-':>{width[s]}s}" for s in schemes
         )
         lines.append(f"  {name:26s} {run['steps']:5d} {run['seconds']:8.1f}  {'':15s}{cells}")
-    lines.append(f"  built in {manifest.get('build_seconds')} s")
+    lines.append(f"  its build took {manifest.get('build_seconds')} s (once: reused while intact)")
     return "\n".join(lines)

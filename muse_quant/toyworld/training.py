@@ -1,4 +1,5 @@
-"""Full-parameter causal-LM training for the toy world: plain AdamW, seeded, with a progress bar.
+"""Full-parameter causal-LM training for the toy world: plain AdamW, seeded, with its progress
+(a bar on a terminal, a few lines elsewhere).
 
 Small enough that a hand-written loop is clearer than a Trainer: the data are a few hundred short
 texts, padded per batch; the loop is deterministic on CPU for a given seed and thread count.
@@ -9,10 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from muse_quant.batching import pad_batch
+from muse_quant.progress import step_progress
 from muse_quant.toyworld.config import ModelShape, TrainPhase
 
 
@@ -69,7 +70,7 @@ def train_causal_lm(
     gen = torch.Generator().manual_seed(seed)
     model.train()
     epoch_loss = float("nan")
-    with tqdm(total=total, desc=desc, unit="step", leave=False) as bar:
+    with step_progress(total, desc) as bar:
         for _ in range(phase.epochs):
             losses = []
             for input_ids, mask, labels in _batches(

@@ -25,6 +25,7 @@ from harness_ext.files import check_writable, staged_dir
 from model_wrappers.codes import confine_to_nf4_bins
 from model_wrappers.precisions import quantized_linear_names
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
+from muse_quant.toyworld.report import reused_line
 from muse_quant.unlearning.config import RETAIN_LOSSES, UnlearnConfig
 from muse_quant.unlearning.pool import unlearn_all, workers_for
 from muse_quant.unlearning.recipe import RECORD, block_weights, code_change_record
@@ -127,6 +128,11 @@ def _log(msg: str) -> None:
     print(f"[zoo] {msg}", file=sys.stderr, flush=True)
 
 
+def _reused(out: Path) -> Path:
+    _log(reused_line("zoo", out))
+    return out
+
+
 def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) -> Path:
     """The folder of the world's zoo (``<name>/`` per run plus ``manifest.json``), built once;
     ``workers`` runs at a time (default: one per core), each on one thread."""
@@ -136,7 +142,7 @@ def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) 
     out = out or default_zoo_dir(world)
     key = zoo_key(world)
     if _intact(out, key):
-        return out
+        return _reused(out)
     if out.is_dir() and any(out.iterdir()) and (load_manifest(out) or {}).get("kind") != KIND:
         raise MuseQuantError(
             f"--out {out} is a non-empty folder that is not a zoo; choose an empty or new folder "
@@ -147,7 +153,7 @@ def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) 
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _intact(out, key):
-            return out
+            return _reused(out)
         started = time.time()
         with staged_dir(out) as tmp:
             configs = zoo_configs(scale=world_scale(world))
