@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -192,9 +193,8 @@ def test_report_files(world_dir: Path, tmp_path: Path) -> None:
     assert cells[0]["source"] == "reverts/news/fp32/results.json"
     assert report["provenance"]["task_versions"]["muse_news_verbmem_f"] == 1.0
     markdown = (out / "report.md").read_text()
-    assert (
-        "**FAIL: reverts at nf4: VerbMem\\_f 0.0 -&gt; 25.0, retention 0.00 -&gt; 0.31" in markdown
-    )
+    assert "**FAIL: reverts at nf4: VerbMem_f 0.0 -> 25.0, retention 0.00 -> 0.31" in markdown
+    assert "&gt;" not in markdown and "\\_" not in markdown  # the raw text reads as it renders
     assert sample["weights_sha256"]["model.safetensors"] in markdown
     before = (out / "report.json").read_bytes()
     write_report(audit_results(world_dir, "reverts"), out)
@@ -209,8 +209,9 @@ def test_report_escapes_labels(tmp_path: Path) -> None:
     audit = audit_results(write_world(tmp_path / "results", world), label)
     write_report(audit, tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "# Unlearning audit: evil\\|&lt;b&gt;\\_x&lt;/b&gt;" in markdown
-    assert "<b>" not in markdown
+    assert "# Unlearning audit: evil|\\<b>_x\\</b>" in markdown
+    assert "| evil\\|\\<b>_x\\</b> |" in markdown  # in the evidence table, | is escaped too
+    assert re.search(r"(?<!\\)<[A-Za-z/]", markdown) is None  # every tag opener is escaped
 
 
 def test_report_folder_refusals(world_dir: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from leaderboards.collect import collect_results
 from leaderboards.render.board_files import render_all
 from leaderboards.render.csv_table import render_csv
 from leaderboards.render.json_board import board_to_dict
-from leaderboards.render.markdown import escape_markdown, render_markdown
+from leaderboards.render.markdown import escape_cell, escape_markdown, render_markdown
 from leaderboards.render.model_index import render_model_index
 from leaderboards.render.plots import retention_svg
 from leaderboards.robustness import (
@@ -521,8 +521,8 @@ def test_strings_from_results_files_are_escaped_everywhere(tmp_path: Path) -> No
     assert len(tables) == 2
     for table in tables:  # no label opens a cell: each row has as many unescaped pipes
         assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1
-    assert "<img" not in markdown and escape_markdown(label) in markdown
-    assert escape_markdown("a|b<c>") == r"a\|b&lt;c&gt;"
+    assert re.search(r"(?<!\\)<[A-Za-z/]", markdown) is None and escape_cell(label) in markdown
+    assert (escape_markdown("a|b<c>"), escape_cell("a|b<c>")) == (r"a|b\<c>", r"a\|b\<c>")
     rows = list(csv.DictReader(io.StringIO(render_csv(board))))
     assert "'" + label in [row["label"] for row in rows]
     (card,) = [t for name, t in render_model_index(board).items() if name != "target.yaml"]
@@ -533,6 +533,46 @@ def test_strings_from_results_files_are_escaped_everywhere(tmp_path: Path) -> No
     assert {"=HYPERLINK(x)|a*b_[c](d)", HOSTILE} <= {"".join(t.itertext()) for t in svg_texts}
     page = render_all(board)["index.html"]
     assert HOSTILE not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+#: Texts Markdown could read as markup (emphasis, code, links, tags, entities, lists, quotes,
+#: headings, table cells), and plain ones it must leave alone.
+MARKUP_TEXTS = (
+    "KnowMem_f 11.5 > retrain's", "evil|<b>_x</b>", "=HYPERLINK(x)|a*b_[c](d)\n" + HOSTILE,
+    "interval [0.30, 0.52] &amp; more", "1. first", "12) x", "- dash", "+ x", "> q", "x #",
+    "# h", "a\\", "a\\*b", "x\\|y", "_x_", "(_x_)", "a_b_", "~~s~~", "~s~", "`code`",
+    "[a]: http://x", "![i](u)", "[l][r]", "***", "---", "<http://x.y>", "a<!-- c -->",
+    "**bold**", "a & b", "&#42;", "-0.5 pp", "a _b_ c", "__init__", "x_ _y",
+    '"_load_in_4bit": true, "_load_in_8bit": false',
+)
+
+
+def test_escaped_markdown_renders_as_the_text_and_reads_as_it() -> None:
+    """Each text, escaped, renders (CommonMark with GFM tables and strikethrough, markdown-it)
+    as exactly that text, in every place the renderers put one; plain text is left as it is."""
+    markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py renders the check")
+    md = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+    def html(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace(
+            '"', "&quot;"
+        )
+
+    for text in MARKUP_TEXTS:
+        shown, line, cell = html(" ".join(text.split())), escape_markdown(text), escape_cell(text)
+        assert md.render(line) == f"<p>{shown}</p>\n", text
+        assert md.render(f"- {line}") == f"<ul>\n<li>{shown}</li>\n</ul>\n", text
+        assert md.render(f"**{line}**") == f"<p><strong>{shown}</strong></p>\n", text
+        assert md.render(f"# Audit: {line}") == f"<h1>Audit: {shown}</h1>\n", text
+        table = md.render(f"| h |\n|---|\n| {cell} |")
+        assert f"<tbody>\n<tr>\n<td>{shown}</td>\n</tr>\n</tbody>" in table, text
+    plain_texts = (
+        "KnowMem_f 11.5 > retrain's", "snake_case_name", "[0.30, 0.52]", "-0.5 pp", "x_ _y",
+        '{"_load_in_4bit": true, "_load_in_8bit": false}',
+    )
+    for plain in plain_texts:
+        assert escape_markdown(plain) == plain
+    assert escape_markdown("a _b_ c") == r"a \_b\_ c"
 
 
 def test_help_shows_a_real_example(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,9 @@
 
 The evidence table is the board's per-precision table (its columns, minus the rank) and the facts
 are the board's, so a report and a leaderboard say the same thing the same way. Every string from
-a results file goes through :func:`escape_markdown`. The JSON keys follow the dataclasses of
-:mod:`leaderboards.audit` and :mod:`leaderboards.robustness`; nothing in it depends on when the
-report was made.
+a results file goes through :func:`escape_markdown` (:func:`escape_cell` in a table). The JSON
+keys follow the dataclasses of :mod:`leaderboards.audit` and :mod:`leaderboards.robustness`;
+nothing in it depends on when the report was made.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from leaderboards.audit import (
 from leaderboards.intervals import DESCRIPTION as INTERVALS
 from leaderboards.render.columns import CELL_COLUMNS, RANK
 from leaderboards.render.describe import facts
-from leaderboards.render.markdown import escape_markdown, markdown_table
+from leaderboards.render.markdown import escape_cell, escape_markdown, markdown_table
 from leaderboards.scores import CRITERIA
 from leaderboards.verdicts import VERDICT_RULE
 
@@ -133,7 +133,7 @@ def render_markdown(audit: Audit) -> str:
         "|---|---|---|",
     ]
     out += [
-        f"| {escape_markdown(v.precision)} | {v.status} | {escape_markdown(v.text)} |"
+        f"| {escape_cell(v.precision)} | {v.status} | {escape_cell(v.text)} |"
         for v in audit.verdicts
     ]
     out += [

@@ -1,12 +1,15 @@
 """``leaderboard.md``: the board for READMEs and papers, stating P, references and ranking rule.
 
-Every string from a results file goes through :func:`escape_markdown`, so a label cannot open a
-link, an HTML tag, emphasis or a new table cell.
+Every string from a results file goes through :func:`escape_markdown` (:func:`escape_cell` in a
+table), so a label cannot open a link, an HTML tag, emphasis or a new table cell. The escapes are
+backslashes, and only where Markdown would read the character as markup, so the raw file reads as
+the text itself: ``KnowMem_f 11.5 > retrain's`` (no entity for ``>``, no backslash before ``_``).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from leaderboards.render.columns import (
     CELL_COLUMNS,
@@ -17,15 +20,68 @@ from leaderboards.render.columns import (
 from leaderboards.render.describe import SEED_HEADERS, facts, opening_sentence, seed_rows
 from leaderboards.scores import Board, CellScores, ModelScores
 
-_BACKSLASHED = re.compile(r"([\\`*_\[\]|~#])")
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+#: Each pattern matches a character Markdown (CommonMark, GFM) may read as markup there; the
+#: character gets a backslash. In order: a backslash before punctuation or at the end (it would
+#: escape what follows); code, emphasis and strikethrough delimiters (underscores apart, below);
+#: ``#`` starting a word (a heading, or a heading's closing run); ``<`` opening a tag or
+#: autolink; ``&`` starting an entity; at the start, a list or quote marker.
+_MARKUP = re.compile(
+    r"""\\(?=[!-/:-@\[-`{-~]|$)
+    | [`*~]
+    | (?<!\S)\#
+    | <(?=[A-Za-z/!?])
+    | &(?=\#?\w+;)
+    | ^[-+](?=[\s-]|$)
+    | ^>""",
+    re.VERBOSE,
+)
+#: A run of underscores (one delimiter run, for CommonMark's emphasis rules).
+_UNDERSCORES = re.compile(r"_+")
+#: An underscore not inside a word (inside one it never opens or closes emphasis).
+_LOOSE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+#: An ordered-list marker starting the text (``1.`` or ``1)``): its ``.`` or ``)`` gets one.
+_ORDERED = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")
+#: A link or image needs ``](``, ``][`` or, starting the text, a reference definition ``[x]:``.
+_LINK = re.compile(r"\]\(|\]\[|^\[[^\]]*\]:")
 
 
 def escape_markdown(text: str) -> str:
-    """Text that Markdown (CommonMark/GFM, tables included) shows literally, on one line."""
+    """``text`` on one line, as Markdown (CommonMark/GFM) shows it literally in running text, a
+    heading or a list item."""
     text = " ".join(str(text).split())
-    text = _BACKSLASHED.sub(r"\\\1", text)
-    return "".join(_ENTITIES.get(ch, ch) for ch in text)
+    emphasis = _underscore_emphasis(text)
+    text = _MARKUP.sub(lambda m: "\\" + m.group(), text)
+    if emphasis:
+        text = _LOOSE_UNDERSCORE.sub(r"\\_", text)
+    text = _ORDERED.sub(r"\1\\\2", text)
+    return text.replace("[", "\\[") if _LINK.search(text) else text
+
+
+def _underscore_emphasis(text: str) -> bool:
+    """Whether an underscore run that can open emphasis comes before one that can close it
+    (CommonMark's flanking rules), so that ``_`` could be read as markup (``_load_in_4bit`` and
+    ``KnowMem_f`` cannot)."""
+    opened = False
+    padded = f" {text} "  # the text's ends count as whitespace
+    for run in _UNDERSCORES.finditer(padded):
+        before, after = padded[run.start() - 1], padded[run.end()]
+        space_before, space_after = before.isspace(), after.isspace()
+        mark_before, mark_after = _punctuation(before), _punctuation(after)
+        left = not space_after and (not mark_after or space_before or mark_before)
+        right = not space_before and (not mark_before or space_after or mark_after)
+        if opened and right and (not left or mark_after):  # it can close what opened
+            return True
+        opened = opened or (left and (not right or mark_before))  # it can open
+    return False
+
+
+def _punctuation(char: str) -> bool:
+    return unicodedata.category(char)[0] in "PS"
+
+
+def escape_cell(text: str) -> str:
+    """``text`` as :func:`escape_markdown`, also inside a table cell (``|`` ends a cell)."""
+    return escape_markdown(text).replace("|", "\\|")
 
 
 def markdown_table(
@@ -33,11 +89,11 @@ def markdown_table(
 ) -> str:
     """A table of ``columns`` with one line per (model, cell); the audit report uses it too."""
     lines = [
-        "| " + " | ".join(escape_markdown(c.header) for c in columns) + " |",
+        "| " + " | ".join(escape_cell(c.header) for c in columns) + " |",
         "|" + "|".join("---:" if c.sorts_by_number else "---" for c in columns) + "|",
     ]
     for model, cell in rows:
-        texts = (escape_markdown(cell_text_with_interval(c, model, cell)) for c in columns)
+        texts = (escape_cell(cell_text_with_interval(c, model, cell)) for c in columns)
         lines.append("| " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
@@ -65,7 +121,7 @@ def render_markdown(board: Board) -> str:
             out.append("| " + " | ".join(SEED_HEADERS) + " |")
             out.append("|" + "|".join("---" for _ in SEED_HEADERS) + "|")
             out += [
-                "| " + " | ".join(escape_markdown(t) for t in row) + " |"
+                "| " + " | ".join(escape_cell(t) for t in row) + " |"
                 for row in seed_rows(corpus)
             ]
         out += ["", "### Every model at every precision", ""]
