@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.lm_eval_notes import drop_documented_metadata_note
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC, auc_forget_holdout, privleak
 from harness_ext.metrics.knowmem import cut_answer, knowmem_prompt
 from harness_ext.metrics.mia import ATTACKS, DEFAULT_ATTACK, MINK_RATIOS, all_mia_scores
@@ -27,6 +28,8 @@ from harness_ext.muse_data import check_corpus, load_split
 from harness_ext.token_requests import TOKEN_STATS_FIELD
 
 log = logging.getLogger(__name__)
+# lm-eval loads this module (through the tasks' YAML) before it reads any of their documents.
+drop_documented_metadata_note()
 
 #: VerbMem's reference is cut to this many tokens of the evaluated model's tokenizer.
 VERBMEM_REFERENCE_TOKENS = 128

@@ -1,12 +1,14 @@
 """Every change muse-quant makes to lm-eval's own objects, in one place, each with its reason.
 
-lm-eval offers no hook for either, so each swaps one attribute for the duration of a block and
-puts it back: nothing outlives the block.
+lm-eval offers no hook for any of them, so each swaps one attribute for the duration of a block
+and puts it back: nothing outlives the block.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,33 @@ def environment_report_once() -> Iterator[None]:
         yield
     finally:
         evaluator.add_env_info = collect
+
+
+@contextlib.contextmanager
+def git_hash_quietly() -> Iterator[None]:
+    """lm-eval records the working folder's ``git describe --always`` in every result, running
+    git with its stderr on ours, so outside a git checkout every evaluation prints git's
+    ``fatal: not a git repository``. The same command runs with its stderr discarded; lm-eval's
+    own fallback (the commit read from a ``.git`` folder) and its answer are kept."""
+    import lm_eval.evaluator as evaluator  # lm-eval's evaluator loads slowly
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    original = evaluator.get_git_commit_hash
+
+    def quiet_git_hash() -> str | None:
+        try:
+            described = subprocess.check_output(
+                ["git", "describe", "--always"], stderr=subprocess.DEVNULL
+            )
+        except (subprocess.CalledProcessError, FileNotFoundError):  # not a checkout; no git
+            return get_commit_from_path(os.getcwd())
+        return described.strip().decode()
+
+    evaluator.get_git_commit_hash = quiet_git_hash
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
 
 
 @contextlib.contextmanager

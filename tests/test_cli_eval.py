@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -158,3 +159,50 @@ def test_plain_lm_eval_with_include_path(micro_world: Path, tmp_path: Path) -> N
     (results_file,) = (tmp_path / "out").rglob("results_*.json")
     results = json.loads(results_file.read_text())["results"]["muse_news_knowmem_f"]
     assert 0.0 <= results["knowmem_f,none"] <= 100.0
+    assert "Custom kwargs" not in done.stderr  # muse_data is the documented metadata
+
+
+def test_only_the_custom_kwargs_note_about_our_tasks_is_dropped() -> None:
+    """lm-eval's task logger still passes the same note about another task, and other
+    warnings about ours."""
+    import harness_ext.evaluation  # noqa: F401 - loaded with our tasks; it sets the filter
+
+    logger = logging.getLogger("lm_eval.api.task")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        for task in ("muse_news_verbmem_f", "arc_easy"):
+            logger.warning("%s: Custom kwargs can be passed to `--metadata` in console", task)
+        logger.warning("muse_news_verbmem_f: something else")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [
+        "arc_easy: Custom kwargs can be passed to `--metadata` in console",
+        "muse_news_verbmem_f: something else",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is what lm-eval asks")
+def test_git_hash_outside_a_checkout_prints_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """lm-eval's git hash lookup prints git's complaint outside a checkout; under the patch
+    it prints nothing and records the same (none there, the hash in a checkout)."""
+    import lm_eval.evaluator as evaluator
+
+    from muse_quant.lm_eval_patches import git_hash_quietly
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert evaluator.get_git_commit_hash() is None
+    assert "not a git repository" in capfd.readouterr().err  # what lm-eval's own call prints
+    with git_hash_quietly():
+        assert evaluator.get_git_commit_hash() is None
+        monkeypatch.chdir(ROOT)
+        in_checkout = evaluator.get_git_commit_hash()
+    assert capfd.readouterr().err == ""
+    if (ROOT / ".git").exists():
+        assert isinstance(in_checkout, str) and in_checkout
