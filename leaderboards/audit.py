@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from harness_ext.errors import MuseQuantError
-from leaderboards.collect import Collection, collect_results, read_results_file
+from leaderboards.collect import Collection, collect_results
+from leaderboards.results_file import read_results_file
 from leaderboards.robustness import (
     Board,
     CorpusBoard,
