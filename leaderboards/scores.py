@@ -7,10 +7,12 @@ Plain data (the numbers, their intervals, the criteria, the verdicts); computed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from harness_ext.errors import MuseQuantError
+from harness_ext.errors import MuseQuantError, did_you_mean
+from harness_ext.metrics.mia import ATTACKS
 from leaderboards.intervals import Interval
 
 #: The attack of MUSE's published AUC_retrain (Min-40%), and the board's default.
@@ -38,14 +40,27 @@ class RobustnessOptions:
     revert_tolerance: float = 0.10
 
     def __post_init__(self) -> None:
-        if not self.revert_tolerance >= 0:
-            raise MuseQuantError(f"revert tolerance {self.revert_tolerance}: must be >= 0")
-        if not self.privleak_tolerance >= 0:
-            raise MuseQuantError(f"PrivLeak tolerance {self.privleak_tolerance}: must be >= 0")
-        if not self.utility_fraction > 0:
-            raise MuseQuantError(f"utility fraction {self.utility_fraction}: must be > 0")
+        """Every option checked, NaN and infinity included, before any results file is read."""
+        if self.attack not in ATTACKS:
+            raise MuseQuantError(
+                f"attack {self.attack!r}{did_you_mean(self.attack, ATTACKS)}: not a membership "
+                f"attack the MUSE tasks score; --attack is one of {', '.join(ATTACKS)}"
+            )
+        for name, value, flag in (
+            ("revert tolerance", self.revert_tolerance, "--revert-tolerance"),
+            ("PrivLeak tolerance", self.privleak_tolerance, "--privleak-tolerance"),
+        ):
+            if not 0 <= value < math.inf:
+                raise MuseQuantError(f"{name} {value}: must be >= 0 and finite ({flag})")
+        if not 0 < self.utility_fraction <= 1:
+            raise MuseQuantError(
+                f"utility fraction {self.utility_fraction}: must be in (0, 1] "
+                "(--utility-fraction: C4 asks KnowMem_r >= this x the target's)"
+            )
         if self.retrain_auc is not None and not 0 < self.retrain_auc <= 1:
-            raise MuseQuantError(f"retrain AUC {self.retrain_auc}: must be in (0, 1]")
+            raise MuseQuantError(
+                f"retrain AUC {self.retrain_auc}: must be in (0, 1] (--retrain-auc is an AUC)"
+            )
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 A board's folder is written all at once (a staged folder renamed into place): a reader sees the
 previous board or the new one, never half of one, and a failure leaves the previous board in
-place. An existing folder is replaced only when it is empty or a board (its
-``leaderboard.json`` says ``"generator": "muse-quant leaderboard"``), so a mistyped ``--out``
-cannot delete anything else. A report's two files are written atomically into a folder that may
-also hold other things (an audit's results), which are left alone.
+place. An existing folder is replaced only when it is empty or holds a previous board and
+nothing else (its ``leaderboard.json`` says ``"generator": "muse-quant leaderboard"``, and every
+file in it is one a board writes), so a mistyped ``--out`` cannot delete anything else; nor may
+the board folder be, or hold, the results folder it is made from. A report's two files are
+written atomically into a folder that may also hold other things (an audit's results), which are
+left alone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from harness_ext.files import check_writable, staged_dir, write_text_atomic
 from leaderboards.audit import GENERATOR as AUDIT_GENERATOR
 from leaderboards.audit import REPORT_FILES, REPORT_JSON, Audit
 from leaderboards.render.audit_report import render_report
+from leaderboards.render.board_layout import MODEL_INDEX_DIR, is_board_file
 from leaderboards.render.json_board import GENERATOR, JSON_NAME
 
 
@@ -35,14 +38,56 @@ def is_board_folder(folder: Path) -> bool:
     return not any(folder.iterdir()) or _written_by(folder / JSON_NAME, GENERATOR)
 
 
-def write_folder(out_dir: Path, files: Mapping[str, str]) -> None:
-    """Make ``out_dir`` hold exactly ``files`` (relative path -> UTF-8 text), atomically."""
-    out_dir = out_dir.absolute()
-    if out_dir.exists() and not (out_dir.is_dir() and is_board_folder(out_dir)):
+def _not_board_files(folder: Path, prefix: str = "") -> list[str]:
+    """What a board folder holds besides a board's own files (relative paths, sorted)."""
+    others = []
+    for entry in sorted(folder.iterdir()):
+        relative = prefix + entry.name
+        if not prefix and relative == MODEL_INDEX_DIR and entry.is_dir() and not entry.is_symlink():
+            others += _not_board_files(entry, f"{relative}/")
+        elif not (entry.is_file() and is_board_file(relative)):
+            others.append(relative)
+    return others
+
+
+def check_board_folder(out_dir: Path, results_dir: Path | None = None) -> None:
+    """Refuse, before any results file is read, a board folder that cannot be written or
+    replaced: the results folder itself or one holding it, a file, an unwritable place, a
+    folder that is no board, or a board folder that also holds files the board did not write."""
+    out_dir = Path(out_dir).absolute()
+    if results_dir is not None:
+        out, results = out_dir.resolve(), Path(results_dir).resolve()
+        if out == results:
+            raise MuseQuantError(
+                f"--out {out_dir} is the results folder itself; write the board to another "
+                f"folder: outside it, or a new subfolder such as {out_dir / 'board'}"
+            )
+        if results.is_relative_to(out):
+            raise MuseQuantError(
+                f"--out {out_dir} holds the results folder {results_dir}, and the board "
+                "replaces its folder whole; choose a folder outside the results"
+            )
+    check_writable(out_dir)
+    if not out_dir.exists():
+        return
+    if not is_board_folder(out_dir):
         raise MuseQuantError(
             f"--out {out_dir} exists and is not a muse-quant leaderboard folder; "
             "choose another folder (it is replaced only when it holds a previous board)"
         )
+    others = _not_board_files(out_dir)
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise MuseQuantError(
+            f"--out {out_dir} holds {others[0]}{more}, which the board did not write, and the "
+            "board replaces its folder whole; move them out or choose another folder"
+        )
+
+
+def write_folder(out_dir: Path, files: Mapping[str, str], results_dir: Path | None = None) -> None:
+    """Make ``out_dir`` hold exactly ``files`` (relative path -> UTF-8 text), atomically."""
+    out_dir = out_dir.absolute()
+    check_board_folder(out_dir, results_dir)
     try:
         with staged_dir(out_dir) as staging:
             for relative, text in files.items():

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness_ext.errors import MuseQuantError
 from leaderboards.render.console import format_summary
 from leaderboards.robustness import RobustnessOptions, build_board
-from leaderboards.write import write_folder
+from leaderboards.write import check_board_folder, write_folder
 
 EXAMPLE = """\
 Example (a sweep's results, the sweep marked target and retrain itself):
@@ -20,6 +21,14 @@ Example (lm-eval's own results files; labels are the pretrained paths):
 
 Writes board/leaderboard.md, .csv, .json, index.html and model-index/*.yaml (docs/leaderboard.md).
 """
+
+
+def folder_path(text: str) -> Path:
+    """A folder argument; an empty one (an unset shell variable) is refused, not taken as the
+    current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a folder")
+    return Path(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="board folder")
+    parser.add_argument("results_dir", type=folder_path, metavar="RESULTS_DIR")
+    parser.add_argument(
+        "--out",
+        type=folder_path,
+        required=True,
+        metavar="DIR",
+        help="board folder: new, empty, or a previous board holding nothing else (it is "
+        "replaced whole); not the results folder, nor one holding it",
+    )
     parser.add_argument("--target", metavar="LABEL", help="label of the model before unlearning")
     parser.add_argument("--retrain", metavar="LABEL", help="label of the model retrained on retain")
     parser.add_argument(
@@ -49,27 +65,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--privleak-tolerance",
         type=float,
         default=defaults.privleak_tolerance,
-        help="C3 passes when |PrivLeak| <= this; default: %(default)s",
+        help="C3 passes when |PrivLeak| <= this (>= 0); default: %(default)s",
     )
     parser.add_argument(
         "--utility-fraction",
         type=float,
         default=defaults.utility_fraction,
-        help="C4 passes when KnowMem_r >= this x the target's at full precision; "
+        help="C4 passes when KnowMem_r >= this x the target's at full precision, in (0, 1]; "
         "default: %(default)s",
     )
     parser.add_argument(
         "--revert-tolerance",
         type=float,
         default=defaults.revert_tolerance,
-        help="a forget retention may rise this much (absolute) over full precision and still "
-        "hold; default: %(default)s",
+        help="a forget retention may rise this much (absolute, >= 0) over full precision and "
+        "still hold; default: %(default)s",
     )
     parser.add_argument(
         "--retrain-auc",
         type=float,
         metavar="AUC",
-        help="AUC_retrain for PrivLeak when no retrain model is in the results "
+        help="AUC_retrain for PrivLeak when no retrain model is in the results, in (0, 1] "
         "(default: MUSE's published value for news/books at Min-40%%)",
     )
     parser.set_defaults(func=run)
@@ -85,11 +101,15 @@ def run(args: argparse.Namespace) -> int:
         retrain_auc=args.retrain_auc,
         revert_tolerance=args.revert_tolerance,
     )
+    for flag, label in (("--target", args.target), ("--retrain", args.retrain)):
+        if label is not None and not label.strip():
+            raise MuseQuantError(f"{flag} is empty; give the label of a model in the results")
+    check_board_folder(args.out, args.results_dir)
     board = build_board(
         args.results_dir, options, target=args.target, retrain=args.retrain, exclude=args.out
     )
     files = render_all(board)
-    write_folder(args.out, files)
+    write_folder(args.out, files, args.results_dir)
     for warning in board.warnings:
         print(f"muse-quant: warning: {warning}", file=sys.stderr)
     models = sum(name.startswith(f"{MODEL_INDEX_DIR}/") for name in files)
