@@ -112,6 +112,18 @@ class Adapter:
         config = folder / "adapter_config.json"
         if not config.is_file():
             raise MuseQuantError(f"adapter={name}: no adapter_config.json in {folder}")
+        try:
+            parsed = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            raise MuseQuantError(
+                f"adapter={name}: {config} is not valid JSON ({first_line(e)}); re-save the "
+                "adapter (peft's save_pretrained) or restore the file"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise MuseQuantError(
+                f"adapter={name}: {config} holds a JSON {type(parsed).__name__}, not peft's "
+                "config object; re-save the adapter"
+            )
         weights = weight_files(folder, "adapter_model", allow_pickle, f"adapter={name}")
         return cls(folder, file_hashes(folder, [config, *weights]), tuple(weights))
 

@@ -16,8 +16,9 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.precision_names import REFERENCE_PRECISIONS
 from leaderboards.audit import Audit, AuditOptions, audit_results
 from leaderboards.write import check_report_folder, write_report
-from muse_quant.sweep import recorded_method, run_sweep
-from muse_quant.sweep.plan import LABEL, plan_from_dict
+from model_wrappers.precisions import resolve_precision
+from muse_quant.sweep import plan_from_dict, recorded_method, run_sweep
+from muse_quant.sweep.names import check_label, shown
 
 #: The labels the references' results files carry (the audited model's is ``--label``).
 TARGET_LABEL, RETRAIN_LABEL = "target", "retrain"
@@ -61,8 +62,12 @@ class AuditRequest:
     def plan_data(self) -> dict:
         """The sweep plan (docs/sweep.md's YAML structure): the model with role method and the
         two references, each at every precision, on the one corpus."""
+        # Only calibrated precisions get the texts: a cell's key records them, so an fp32 cell
+        # with them would not be a sweep's fp32 cell.
         precision = [
-            {"name": name, "calibration": self.calibration} if self.calibration else name
+            {"name": name, "calibration": self.calibration}
+            if self.calibration and takes_calibration(name)
+            else name
             for name in self.precisions
         ]
         model = {
@@ -89,6 +94,16 @@ class AuditRequest:
         }
 
 
+def takes_calibration(precision: str) -> bool:
+    """Whether a precision takes calibration texts (GPTQ, AWQ; an unknown name is the plan
+    check's error). Only those get the request's ``calibration``: a caller may give it for
+    every audit (the demo does) and let the precisions decide."""
+    try:
+        return resolve_precision(precision, {}, False).family.calibrated
+    except MuseQuantError:
+        return False
+
+
 def check_precisions(precisions: tuple[str, ...]) -> None:
     """Refuse, before any work, a list without the full precision every verdict compares with."""
     if not precisions:
@@ -100,18 +115,49 @@ def check_precisions(precisions: tuple[str, ...]) -> None:
         )
 
 
+def check_request(request: AuditRequest) -> None:
+    """Refuse, before any work, flags that mean nothing together or are out of range."""
+    check_precisions(request.precisions)
+    if not request.merge and not request.adapter:
+        raise MuseQuantError(
+            "--no-merge is for an adapter (--adapter PATH): it keeps the adapter unmerged on "
+            "the quantized base; a full checkpoint has nothing to merge, so leave it out"
+        )
+    if isinstance(request.batch_size, bool) or not (
+        isinstance(request.batch_size, int) and request.batch_size >= 1
+    ):
+        raise MuseQuantError(f"--batch-size {request.batch_size}: documents per batch, >= 1")
+    flags = ("model", "target", "retrain", "data", "adapter", "label", "method", "device",
+             "calibration")  # fmt: skip
+    for flag in flags:
+        value = getattr(request, flag)
+        if value is not None and not str(value).strip():
+            raise MuseQuantError(f"--{flag} is empty; give a value or leave the flag out")
+    _check_outputs_outside_inputs(request)
+
+
+def _check_outputs_outside_inputs(request: AuditRequest) -> None:
+    """The report and the results go outside every folder the audit reads."""
+    for flag, output in (("--out", request.out), ("--results", request.results_dir)):
+        for name in ("model", "adapter", "target", "retrain", "data"):
+            given = getattr(request, name)
+            folder = Path(given).expanduser() if given else None
+            if folder and folder.is_dir() and output.resolve().is_relative_to(folder.resolve()):
+                raise MuseQuantError(
+                    f"{flag} {output} is inside --{name} {given}; write the audit outside the "
+                    "models and data it reads"
+                )
+
+
 def run_audit(request: AuditRequest, *, progress: bool = True) -> Audit:
     """Check the request, run the cells not already in the results folder, audit them and write
     the report. Bad input raises :class:`MuseQuantError` before anything is written; a cell of
     another run in the results folder is reused when it is the same computation and never
     overwritten."""
     options = AuditOptions(revert_tolerance=request.revert_tolerance)
-    check_precisions(request.precisions)
+    check_request(request)
     label = request.model_label
-    if not LABEL.fullmatch(label):
-        raise MuseQuantError(
-            f"label {label!r} (letters, digits and . _ + - only): pass --label NAME"
-        )
+    check_label(label, f"label {shown(label)}", "pass --label NAME")
     if label in (TARGET_LABEL, RETRAIN_LABEL):
         raise MuseQuantError(
             f"label {label!r} is the {label} reference's; name the audited model with --label NAME"

@@ -313,7 +313,7 @@ def assert_bad_input(capsys: pytest.CaptureFixture[str], args: list[str], messag
         ("--precisions", "nf4", "include a full precision (fp32 or bf16)"),
         ("--revert-tolerance", "-1", "revert tolerance -1.0: must be >= 0"),
         ("--data", "no-such-data", "no-such-data"),
-        ("--label", "a/b", "label 'a/b' (letters, digits and . _ + - only): pass --label NAME"),
+        ("--label", "a/b", "label 'a/b': a label is a folder name: letters, digits and . _ + -"),
     ],
 )
 def test_bad_input_writes_nothing(

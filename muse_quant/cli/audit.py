@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
 
+from harness_ext.errors import MuseQuantError
 from harness_ext.muse_data import CORPORA
 from leaderboards.audit import REPORT_FILES, AuditOptions
+from muse_quant.cli.leaderboard import folder_path
 
 
 def precision_list(text: str) -> tuple[str, ...]:
@@ -46,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-merge",
         dest="merge",
         action="store_false",
-        help="keep the adapter unmerged on the quantized base (default: merge, then quantize)",
+        help="keep the adapter unmerged on the quantized base (default: merge, then quantize); "
+        "only with --adapter",
     )
     p.add_argument("--target", required=True, help="the model before unlearning")
     p.add_argument("--retrain", required=True, help="the model trained without the forget set")
@@ -58,29 +60,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=precision_list,
         help="comma-separated, with a full precision, e.g. fp32,nf4,gptq-w4g128",
     )
-    p.add_argument("--out", type=Path, required=True, help="report folder")
-    p.add_argument("--results", type=Path, help="results folder (default: OUT/results)")
+    p.add_argument("--out", type=folder_path, required=True, help="report folder")
+    p.add_argument("--results", type=folder_path, help="results folder (default: OUT/results)")
     p.add_argument("--label", help="the audited model's label (default: its folder's name)")
     p.add_argument("--method", help="the unlearning method the report names (default: the label)")
     p.add_argument(
         "--revert-tolerance",
         type=float,
         default=AuditOptions.revert_tolerance,
-        help="a forget retention may rise this much (absolute) over full precision and still "
-        "hold; default: %(default)s",
+        help="a forget retention may rise this much (absolute, >= 0) over full precision and "
+        "still hold; default: %(default)s",
     )
     p.add_argument(
         "--emulated", action="store_true", help="run 4-bit precisions emulated (dense, dequantized)"
     )
-    p.add_argument("--batch-size", type=int, help="documents per batch (default: 64)")
+    p.add_argument("--batch-size", type=int, help="documents per batch, >= 1 (default: 64)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--calibration", help="GPTQ calibration texts (docs/precisions.md)")
+    p.add_argument(
+        "--calibration",
+        help="GPTQ/AWQ calibration texts (docs/precisions.md); only with such a precision",
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-cell lines on stderr")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from muse_quant.audit import AuditRequest, run_audit  # torch and lm-eval load slowly
+    from muse_quant.audit import AuditRequest, run_audit, takes_calibration  # torch, lm-eval
+
+    if args.calibration and not any(map(takes_calibration, args.precisions)):
+        raise MuseQuantError(
+            "--calibration is for calibrated precisions (gptq-w4g128, awq-w4g128, ...), and "
+            "--precisions lists none; leave it out"
+        )
 
     # Every flag's destination is the request field of the same name; a flag left out (None)
     # keeps the field's default.

@@ -6,15 +6,8 @@ resumable, and reuses checkpoints, built models and tasks across cells (docs/swe
 """
 
 from muse_quant.sweep.keys import plan_jobs, recorded_method
-from muse_quant.sweep.plan import (
-    Cell,
-    ModelSpec,
-    Plan,
-    PrecisionSpec,
-    SweepOptions,
-    load_plan,
-    plan_from_dict,
-)
+from muse_quant.sweep.plan import Cell, ModelSpec, Plan, PrecisionSpec, SweepOptions
+from muse_quant.sweep.plan_yaml import load_plan, plan_from_dict
 from muse_quant.sweep.report import format_cells, summary_table
 from muse_quant.sweep.runner import run_sweep
 
