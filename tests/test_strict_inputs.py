@@ -254,3 +254,319 @@ def test_a_flag_that_is_neither_true_nor_false_is_refused(
     i = argv.index("--model_args") + 1
     argv[i] = f"{argv[i]},{argument}"
     one_line_exit_2(capsys, argv, f"{argument}: expected true or false")
+
+
+# --------------------------------------------------------------------------- refused, none written
+
+
+def refused(capsys: pytest.CaptureFixture, argv: list[str], *expected: str) -> str:
+    """Exit 2 and exactly one line on stderr, the project's error naming each of ``expected``
+    (argparse's own errors: its usage, then one error line)."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits by itself
+        code = e.code
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    line = lines[-1]
+    assert len(lines) == 1 or lines[0].startswith("usage:"), lines
+    assert line.startswith(("muse-quant: error: ", "muse-quant ")) and "error: " in line, line
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+def tree(*folders: Path) -> dict[Path, tuple[int, int]]:
+    """Every path under ``folders`` with its size and modification time: a refusal changes none
+    (a folder's time changes when anything is made or removed in it)."""
+    paths = [p for f in folders if f.exists() for p in (f, *f.rglob("*"))]
+    return {p: (p.lstat().st_size, p.lstat().st_mtime_ns) for p in paths}
+
+
+def unlearn_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["unlearn", "--model", str(model), "--data", str(data), "--method", "ga",
+            "--out", str(out), "--max-steps", "1", "--param-dtype", "fp32", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--retain-weight", "-1"], "--retain-weight -1.0: must be >= 0"),
+        (["--lr", "0"], "--lr 0.0: must be > 0"),
+        (["--lr", "nan"], "--lr nan: must be > 0"),
+        (["--lr", "inf"], "--lr inf: must be > 0"),
+        (["--max-steps", "0"], "--max-steps 0: must be >= 1"),
+        (["--batch-size", "-2"], "--batch-size -2: must be >= 1"),
+        (["--max-length", "1"], "--max-length 1: must be >= 2"),
+        (["--seed", "-1"], "--seed -1: must be in [0, 2**32 - 1]"),
+        (["--check-every", "-5"], "--check-every -5: must be >= 0"),
+        (["--stop-verbmem", "0.5"], "--stop-verbmem needs --check-every N"),
+        (["--stop-knowmem", "0.1"], "--stop-knowmem needs --check-every N"),
+        (["--check-every", "0", "--stop-verbmem", "0"], "--stop-verbmem needs --check-every"),
+        (["--check-every", "2", "--stop-verbmem", "1.5"], "--stop-verbmem 1.5: must be in [0, 1]"),
+        (["--check-every", "2", "--stop-knowmem", "-1"], "--stop-knowmem -1.0: must be in [0, 1]"),
+        (["--mode", "lora", "--lora-dropout", "1"], "--lora-dropout 1.0: must be in [0, 1)"),
+        (["--mode", "lora", "--lora-r", "0"], "--lora-r 0: must be >= 1"),
+        (["--mode", "lora", "--lora-alpha", "0"], "--lora-alpha 0: must be > 0"),
+        (["--method", "npo", "--beta", "0"], "--beta 0.0: must be > 0"),
+        (["--method", "npo", "--beta=-inf"], "--beta -inf: must be > 0"),
+        (["--salient-fraction", "0"], "--salient-fraction 0.0: must be in (0, 1]"),
+        (["--salient-fraction", "1.5"], "--salient-fraction 1.5: must be in (0, 1]"),
+        (["--beta", "0.2"], "--beta is for --method npo"),
+        (["--lora-r", "8"], "--lora-r is for --mode lora"),
+        (["--retain-loss", "none", "--retain-weight", "2"], "--retain-weight is for --retain-loss"),
+        (["--max-length", "513"], "--max-length 513: longer than the 512 positions"),
+        (["--lr", "fast"], "argument --lr: invalid float value"),
+        (["--max-steps", "1.5"], "argument --max-steps: invalid int value"),
+    ],
+)
+def test_unlearn_refuses_a_hyperparameter_out_of_range_or_meaningless(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str],
+    expected: str,
+) -> None:  # fmt: skip
+    """Every numeric hyperparameter has a range (NaN and infinity in none), and a flag the run
+    would ignore (early stopping without checks, NPO's beta on GA) is refused, not ignored."""
+    before = tree(tmp_path)
+    argv = unlearn_args(micro_world / "models/target", micro_world / "data", tmp_path / "out")
+    refused(capsys, argv + extra, expected)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "extra", "remove", "expected"),
+    [
+        ("--model", "nope", [], None, "--model {tmp}/nope: no such folder"),
+        ("--model", "file", [], None, "--model {tmp}/file: is a file"),
+        ("--model", "empty", [], None, "no config.json in {tmp}/empty"),
+        ("--data", "nope", [], None, "--data {tmp}/nope: no such folder"),
+        ("--data", "file", [], None, "--data {tmp}/file: is a file"),
+        ("--out", "file", [], None, "--out {tmp}/file is a file"),
+        ("--out", "file/run", [], None, "{tmp}/file is not a folder"),
+        ("--out", "model/run", [], None, "--out {tmp}/model/run and --model {tmp}/model overlap"),
+        ("--out", "data", [], None, "--out {tmp}/data and --data {tmp}/data overlap"),
+        ("--out", "", [], None, "--out is empty"),
+        ("--model", "", [], None, "--model is empty"),
+        (None, None, ["--check-every", "1"], "verbmem/forget.json",
+         "--check-every: {tmp}/data/verbmem/forget.json is missing"),
+        (None, None, ["--check-every", "1", "--stop-knowmem", "0.1"], "knowmem/forget_qa.json",
+         "--stop-knowmem: {tmp}/data/knowmem/forget_qa.json is missing"),
+    ],
+)  # fmt: skip
+def test_unlearn_refuses_bad_paths_before_any_work(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flag: str | None,
+    value: str | None, extra: list[str], remove: str | None, expected: str,
+) -> None:  # fmt: skip
+    """Missing, file-for-folder, unwritable or overlapping paths, and data early stopping cannot
+    score: one line each, before the model loads, and nothing made or removed."""
+    model = Path(shutil.copytree(micro_world / "models/target", tmp_path / "model"))
+    data = Path(shutil.copytree(micro_world / "data", tmp_path / "data"))
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    if remove is not None:
+        (data / remove).unlink()
+    argv = unlearn_args(model, data, tmp_path / "out", *extra)
+    if flag is not None:
+        argv[argv.index(flag) + 1] = str(tmp_path / value) if value else ""
+    before = tree(tmp_path)
+    refused(capsys, argv, expected.format(tmp=tmp_path))
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("record", "files", "expected"),
+    [
+        (None, ["notes.txt"], "holds notes.txt but no unlearning run"),
+        ({"kind": "something else"}, ["notes.txt"], "holds notes.txt"),
+        ({"kind": "muse-quant unlearning run", "files": ["model.safetensors", "unlearn.json"]},
+         ["model.safetensors", "notes.txt", "sub/more.txt"],
+         "holds notes.txt and 1 more, which its run did not write"),
+    ],
+)  # fmt: skip
+def test_unlearn_overwrite_replaces_only_a_run_it_wrote(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, record: dict | None,
+    files: list[str], expected: str,
+) -> None:  # fmt: skip
+    """``--overwrite`` on a folder with a user's files: refused, naming a file; nothing goes."""
+    out = tmp_path / "out"
+    for name in files:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("keep me")
+    if record is not None:
+        (out / "unlearn.json").write_text(json.dumps(record))
+    before = tree(tmp_path)
+    argv = unlearn_args(micro_world / "models/target", micro_world / "data", out, "--overwrite")
+    refused(capsys, argv, f"--out {out}", expected)
+    assert tree(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--utility-fraction", "1.5", "utility fraction 1.5: must be in (0, 1]"),
+        ("--utility-fraction", "0", "utility fraction 0.0: must be in (0, 1]"),
+        ("--utility-fraction", "nan", "utility fraction nan: must be in (0, 1]"),
+        ("--privleak-tolerance", "-1", "PrivLeak tolerance -1.0: must be >= 0 and finite"),
+        ("--privleak-tolerance", "inf", "PrivLeak tolerance inf: must be >= 0 and finite"),
+        ("--revert-tolerance", "nan", "revert tolerance nan: must be >= 0 and finite"),
+        ("--revert-tolerance", "-0.5", "revert tolerance -0.5: must be >= 0"),
+        ("--retrain-auc", "0", "retrain AUC 0.0: must be in (0, 1]"),
+        ("--retrain-auc", "1.5", "retrain AUC 1.5: must be in (0, 1]"),
+        ("--attack", "mink40", "attack 'mink40' (did you mean 'mink_40'?)"),
+        ("--target", "", "--target is empty"),
+        ("--out", "", "argument --out: an empty path"),
+    ],
+)
+def test_leaderboard_refuses_an_option_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, expected: str
+) -> None:
+    root = write_world(tmp_path / "results")
+    before = tree(tmp_path)
+    refused(capsys, ["leaderboard", str(root), "--out", str(tmp_path / "board"), flag, value],
+            expected)  # fmt: skip
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [("notes.txt", "notes.txt"), (".git/config", ".git"),
+     ("model-index/mine.txt", "model-index/mine.txt")],
+)  # fmt: skip
+def test_a_board_over_a_previous_one_keeps_the_users_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture, extra: str, named: str
+) -> None:
+    """A previous board's folder is replaced whole only when it holds nothing else: a user's
+    file in it is refused by name, before the results are read, and kept."""
+    root = write_world(tmp_path / "results")
+    board = tmp_path / "board"
+    assert run_cli(capsys, str(root), "--out", str(board))[0] == 0
+    (board / extra).parent.mkdir(exist_ok=True)
+    (board / extra).write_text("mine")
+    before = tree(tmp_path)
+    refused(capsys, ["leaderboard", str(root), "--out", str(board)],
+            f"--out {board} holds {named}, which the board did not write")  # fmt: skip
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("out", "expected"),
+    [("results", "is the results folder itself"), (".", "holds the results folder")],
+)
+def test_a_board_is_not_written_over_its_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture, out: str, expected: str
+) -> None:
+    root = write_world(tmp_path / "results")
+    before = tree(tmp_path)
+    refused(capsys, ["leaderboard", str(root), "--out", str(tmp_path / out)], expected)
+    assert tree(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--no-merge"], "--no-merge is for an adapter (--adapter PATH)"),
+        (["--batch-size", "0"], "--batch-size 0: documents per batch, >= 1"),
+        (["--revert-tolerance", "nan"], "revert tolerance nan: must be >= 0 and finite"),
+        (["--revert-tolerance", "inf"], "revert tolerance inf: must be >= 0 and finite"),
+        (["--label", ""], "--label is empty"),
+        (["--method", " "], "--method is empty"),
+        (["--calibration", "news"], "--calibration is for calibrated precisions"),
+        (["--label", "x" * 256], "the label is 256 bytes, more than the 255"),
+        (["--results", ""], "argument --results: an empty path"),
+    ],
+)
+def test_audit_refuses_options_that_mean_nothing_or_are_out_of_range(
+    micro_world: Path, candidate: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    extra: list[str], expected: str,
+) -> None:  # fmt: skip
+    before = tree(tmp_path)
+    refused(capsys, audit_args(micro_world, candidate, tmp_path / "audit", *extra), expected)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("flag", "inside", "expected"), [("--out", "model", "is inside --model"),
+                                     ("--results", "target", "is inside --target")]
+)  # fmt: skip
+def test_audit_writes_nothing_inside_what_it_reads(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, inside: str,
+    expected: str,
+) -> None:  # fmt: skip
+    model = Path(shutil.copytree(micro_world / "models" / "retrain", tmp_path / "model"))
+    target = Path(shutil.copytree(micro_world / "models" / "target", tmp_path / "target"))
+    argv = audit_args(micro_world, model, tmp_path / "audit", "--target", str(target))
+    argv += [flag, str(tmp_path / inside / "out")]
+    before = tree(tmp_path)
+    refused(capsys, argv, f"{flag} {tmp_path / inside / 'out'} {expected}")
+    assert tree(tmp_path) == before
+
+
+def test_a_corrupt_adapter_config_is_reported_as_not_json(
+    micro_world: Path, lora: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Not "does not fit its base": the file is named, and what is wrong with it."""
+    adapter = Path(shutil.copytree(lora, tmp_path / "adapter"))
+    (adapter / "adapter_config.json").write_text('{"r": 8,')
+    before = tree(tmp_path)
+    argv = audit_args(micro_world, micro_world / "models" / "target", tmp_path / "audit",
+                      "--adapter", str(adapter), "--label", "lora")  # fmt: skip
+    refused(capsys, argv, f"{adapter / 'adapter_config.json'} is not valid JSON")
+    assert tree(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- sweep plans
+
+
+def plan_with(world: Path, label: str = "target", **options: object) -> dict:
+    models = [{"label": label, "role": "target", "pretrained": str(world / "models/target")},
+              {"label": "retrain", "role": "retrain", "pretrained": str(world / "models/retrain")}]
+    return {"corpora": {"news": str(world / "data")}, "precisions": ["fp32", "nf4"],
+            "options": {"device": "cpu", "emulated": True} | options, "models": models}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"label": "x" * 300}, "the label is 300 bytes, more than the 255"),
+        ({"label": "x" * 256}, "the label is 256 bytes"),
+        ({"label": "a b"}, "a label is a folder name"),
+        ({"precisions": ["rtn-w4g" + "1" * 240]}, "more than the 236"),
+        ({"precisions": [{"name": "nf4", "calibration": "news"}]}, "nf4 takes no calibration"),
+        ({"threads": 0}, "threads=0: a positive integer"),
+        ({"threads": -2}, "threads=-2: a positive integer"),
+        ({"threads": True}, "options: threads: expected int, got bool"),
+        ({"threads": "4"}, "options: threads: expected int, got str"),
+        ({"threads": 1.5}, "options: threads: expected int, got float"),
+        ({"bootstrap_iters": -1}, "bootstrap_iters=-1: an integer >= 0"),
+        ({"precisions": [{"name": "nf4", "num_cpus": math.nan}]}, "nf4 num_cpus: expected a"),
+        ({"precisions": [{"name": "nf4", "num_gpus": math.inf}]}, "nf4 num_gpus: expected a"),
+    ],
+)
+def test_a_plan_string_that_cannot_name_a_folder_is_refused_at_plan_time(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, change: dict,
+    expected: str,
+) -> None:  # fmt: skip
+    """A label (or precision name) becomes a folder of the results: one that no file system
+    takes is refused before any cell runs, with no results, locks or plan record left."""
+    import yaml
+
+    label = change.pop("label", "target")
+    data = plan_with(micro_world, label)
+    if "precisions" in change:
+        data["precisions"] = change.pop("precisions")
+    data["options"] |= change
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(data))
+    refused(capsys, ["sweep", str(plan), "--results", str(tmp_path / "results")], expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.yaml"]
+
+
+def test_the_longest_label_and_threads_pass_the_plan_check(micro_world: Path, tmp_path: Path):
+    plan = plan_from_dict(plan_with(micro_world, "x" * 255, threads=4), tmp_path)
+    assert plan.options.threads == 4 and len(plan.cells()) == 4
+    assert plan_from_dict(plan_with(micro_world), tmp_path).options.threads is None

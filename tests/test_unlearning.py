@@ -276,6 +276,9 @@ def test_cli_run_then_refuse_to_overwrite_unless_asked(target, micro_world, tmp_
     out = tmp_path / "run"
     assert main(["unlearn", *cli_args(target, micro_world / "data", out)]) == 0
     assert "GA+GDR (full)" in capsys.readouterr().out
+    record = json.loads((out / "unlearn.json").read_text())  # what --overwrite may replace
+    assert record["files"] == sorted(p.name for p in out.iterdir())
+    assert {"unlearn.json", "model.safetensors"} <= set(record["files"])
     stamp = (out / "unlearn.json").stat().st_mtime_ns
     assert run_cli(*cli_args(target, micro_world / "data", out)) == 2
     err = capsys.readouterr().err
@@ -352,8 +355,8 @@ def test_early_stopping_needs_every_checked_score_at_its_threshold(target, micro
     record = json.loads((stops / "unlearn.json").read_text())
     assert record["steps"] == 2 and record["stopped_early"]
     assert [c["step"] for c in record["forget_checks"]] == [2]
-    # the same run also asked for forget QA <= -1, which no score reaches: it runs to the end
-    never = UnlearnConfig(**base, stop_knowmem=-1.0)
+    # the same run also asked for forget QA at 0, which four steps do not reach: it runs on
+    never = UnlearnConfig(**base, stop_knowmem=0.0)
     runs = unlearn(target, data, never, tmp_path / "b", progress=False)
     record = json.loads((runs / "unlearn.json").read_text())
     assert record["steps"] == 4 and not record["stopped_early"]

@@ -6,6 +6,8 @@ world has its own presets in :mod:`muse_quant.toyworld.zoo`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +20,26 @@ MODES = ("full", "lora")
 PARAM_DTYPES = ("bf16", "fp32")
 #: The 4-bit schemes a quantization-aware run can compute through (``--quant-aware``).
 QUANT_AWARE = ("nf4",)
+#: Every numeric hyperparameter's range: field -> (the check, the range and why, as the error
+#: says it). NaN and infinity fail every check.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: 0 < v < math.inf, "> 0 (a learning rate)"),
+    "max_steps": (lambda v: 1 <= v < math.inf, ">= 1 (optimizer steps)"),
+    "batch_size": (lambda v: 1 <= v < math.inf, ">= 1 (forget/retain pairs per step)"),
+    "retain_weight": (
+        lambda v: 0 <= v < math.inf, ">= 0 (a negative weight ascends the retain loss)"
+    ),
+    "beta": (lambda v: 0 < v < math.inf, "> 0 (NPO divides by it)"),
+    "max_length": (lambda v: 2 <= v < math.inf, ">= 2 (a chunk needs a token to predict)"),
+    "lora_r": (lambda v: 1 <= v < math.inf, ">= 1 (a rank)"),
+    "lora_alpha": (lambda v: 0 < v < math.inf, "> 0 (the adapter's scale is alpha / r)"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1) (a probability; 1 drops everything)"),
+    "seed": (lambda v: 0 <= v <= 2**32 - 1, "in [0, 2**32 - 1] (the seeds numpy takes)"),
+    "check_every": (lambda v: 0 <= v < math.inf, ">= 0 (steps between checks; 0: off)"),
+    "stop_verbmem": (lambda v: 0 <= v <= 1, "in [0, 1] (a ROUGE-L score)"),
+    "stop_knowmem": (lambda v: 0 <= v <= 1, "in [0, 1] (a ROUGE-L score)"),
+    "salient_fraction": (lambda v: 0 < v <= 1, "in (0, 1] (a fraction of the block linears)"),
+}
 #: Paper defaults that differ between modes.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {"full": {"lr": 1e-5}, "lora": {"lr": 1e-4}}
 
@@ -73,11 +95,6 @@ class UnlearnConfig:
                 f"unknown quant-aware scheme {self.quant_aware!r}; choose one of "
                 f"{', '.join(QUANT_AWARE)}"
             )
-        if self.salient_fraction is not None and not 0 < self.salient_fraction <= 1:
-            raise MuseQuantError(
-                f"salient-fraction {self.salient_fraction}: a fraction of the block linears, "
-                "in (0, 1]"
-            )
         for flag, value in (("salient-fraction", self.salient_fraction),
                             ("quant-aware", self.quant_aware)):  # fmt: skip
             if value is not None and self.mode != "full":
@@ -87,9 +104,21 @@ class UnlearnConfig:
                 )
         if self.lr is None:
             object.__setattr__(self, "lr", MODE_DEFAULTS[self.mode]["lr"])
-        for name in ("lr", "max_steps", "batch_size", "max_length", "lora_r"):
-            if not getattr(self, name) > 0:
-                raise MuseQuantError(f"{name.replace('_', '-')} must be positive")
+        self._check_ranges()
+        if not self.check_every and (self.stop_verbmem != 0.0 or self.stop_knowmem is not None):
+            raise MuseQuantError(
+                "an early-stopping threshold (--stop-verbmem, --stop-knowmem) needs "
+                "--check-every N, how often to score the forget set; without it nothing is "
+                "checked and the run never stops early"
+            )
+        if not self.retain_splits:
+            raise MuseQuantError("retain splits: none given; the retain term needs one (retain1)")
+
+    def _check_ranges(self) -> None:
+        for name, (within, expected) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not within(value):
+                raise MuseQuantError(f"--{name.replace('_', '-')} {value}: must be {expected}")
 
     @property
     def name(self) -> str:

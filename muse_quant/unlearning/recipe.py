@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainingArguments
 
-from harness_ext.errors import MuseQuantError
-from harness_ext.files import check_writable, file_hashes, staged_dir
+from harness_ext.errors import MuseQuantError, first_line
+from harness_ext.files import file_hashes, staged_dir
 from harness_ext.versions import library_versions
 from model_wrappers.codes import changed_codes
 from model_wrappers.precisions import quantized_linear_names
@@ -33,12 +33,12 @@ from muse_quant.unlearning.data import (
     load_forget_retain,
     verbatim_pairs,
 )
+from muse_quant.unlearning.inputs import KIND, RECORD, check_inputs, written_files
 from muse_quant.unlearning.lora import adapter_off, with_lora
 from muse_quant.unlearning.quant_aware import through_nf4
 from muse_quant.unlearning.saliency import select_and_freeze
 from muse_quant.unlearning.trainers import TRAINERS
 
-RECORD = "unlearn.json"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -51,11 +51,12 @@ def unlearn(
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Unlearn ``data``'s forget set from ``target``; return ``out`` (written all at once)."""
+    """Unlearn ``data``'s forget set from ``target``; return ``out`` (written all at once).
+    Bad inputs are refused before any work (:func:`.inputs.check_inputs`)."""
     out, data = Path(out), Path(data)
-    _check_out(out, overwrite)
+    check_inputs(str(target), data, out, config, overwrite)
     started = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    tokenizer = _tokenizer(str(target))
     dataset = load_forget_retain(
         data, tokenizer, config.retain_splits, config.max_length, config.seed
     )
@@ -67,7 +68,7 @@ def unlearn(
             trainer.train()
     trained = trainer.model
     record = {
-        "kind": "muse-quant unlearning run",
+        "kind": KIND,
         "method": config.name,
         "config": config.to_dict(),
         "target": _target_record(str(target)),
@@ -84,24 +85,26 @@ def unlearn(
     with staged_dir(out) as tmp:
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        record["files"] = written_files(tmp)  # what --overwrite may replace
         (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return out
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    check_writable(out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        what = "another unlearning run" if (out / RECORD).exists() else "other files"
-        raise MuseQuantError(f"--out {out} already holds {what}; pass --overwrite to replace it")
+def _tokenizer(target: str) -> Any:
+    try:
+        return AutoTokenizer.from_pretrained(target)
+    except (OSError, ValueError) as e:
+        raise MuseQuantError(
+            f"--model {target}: cannot load its tokenizer ({first_line(e)})"
+        ) from e
 
 
 def _load(target: str, dtype: torch.dtype) -> torch.nn.Module:
     try:
         return AutoModelForCausalLM.from_pretrained(target, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MuseQuantError(
-            f"--model {target}: cannot load a safetensors causal LM ({first})"
+            f"--model {target}: cannot load a safetensors causal LM ({first_line(e)})"
         ) from e
 
 
