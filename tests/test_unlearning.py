@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.codes import changed_codes, confine_to_nf4_bins, nf4_codes, rtn_codes
+from model_wrappers.codes import changed_codes, codes, confine_to_nf4_bins
 from model_wrappers.loading import load_causal_lm
+from model_wrappers.precisions.bitsandbytes import nf4_codes
 from muse_quant.batching import pad_batch
 from muse_quant.cli import main
 from muse_quant.unlearning.config import UnlearnConfig
@@ -116,7 +117,7 @@ def test_rtn_codes_rebuild_torchao_dequantization(target: Path) -> None:
     w = fp32.get_submodule(name).weight
     g = w.detach().reshape(w.shape[0], -1, 64)
     scale = g.abs().amax(-1, keepdim=True) / 7.5
-    rebuilt = (rtn_codes(w, 4, 64).reshape(g.shape) * scale).reshape(w.shape)
+    rebuilt = (codes(w, "rtn-w4g64").reshape(g.shape) * scale).reshape(w.shape)
     assert torch.equal(rebuilt, rtn.get_submodule(name).weight.dequantize())
 
 

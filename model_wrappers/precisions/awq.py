@@ -17,23 +17,23 @@ import torch
 from torch import nn
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.precisions.gptqmodel_checkpoints import (
-    import_gptqmodel,
-    library_record,
-    load_quantized,
-    quantized_checkpoint,
-    refuse_cuda_kernel,
-)
-from model_wrappers.precisions.registry import (
+from model_wrappers.precisions.base import (
     COMPUTE_DTYPE,
     Built,
     Family,
     Option,
     Precision,
     Source,
+    entry,
     parse_bool,
     positive_int,
-    register,
+)
+from model_wrappers.precisions.gptqmodel_checkpoints import (
+    import_gptqmodel,
+    library_record,
+    load_quantized,
+    quantized_checkpoint,
+    refuse_cuda_kernel,
 )
 
 #: gptqmodel's AWQ kernels for its ``gemm`` checkpoints that only run on CUDA.
@@ -114,10 +114,9 @@ def quantize_awq(source: Source, precision: Precision) -> Built:
     return model, {**library_record(folder, hit, precision), "kernel": _kernel(precision)}
 
 
-register(
-    r"awq-w(?P<bits>\d+)g(?P<group_size>\d+)",
-    quantize_awq,
-    AWQ,
-    AWQ_OPTIONS,
-    "awq-w{bits}g{group}",
-)
+PRECISIONS = (
+    entry(
+        r"awq-w(?P<bits>\d+)g(?P<group_size>\d+)", quantize_awq, AWQ, AWQ_OPTIONS,
+        "awq-w{bits}g{group}",
+    ),
+)  # fmt: skip

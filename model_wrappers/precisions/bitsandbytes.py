@@ -13,15 +13,15 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig
 
-from model_wrappers.precisions.registry import (
+from model_wrappers.precisions.base import (
     COMPUTE_DTYPE,
     Built,
     Family,
     Option,
     Precision,
     Source,
+    entry,
     parse_bool,
-    register,
 )
 
 
@@ -98,13 +98,28 @@ def quantize_fp4(source: Source, precision: Precision) -> Built:
     return _bnb_4bit(source, precision, "fp4")
 
 
-register(
-    "int8",
-    quantize_int8,
-    BITSANDBYTES,
-    INT8_OPTIONS,
-    not_emulable="LLM.int8 also quantizes the activations of every matmul, which dense weights "
-    "do not; on the toy world KnowMem moved by 5 points",
+def nf4_codes(weight: torch.Tensor, precision: Precision | None = None) -> torch.Tensor:
+    """bitsandbytes' NF4 code (0..15) of every element, in flattened order (blockwise absmax,
+    block 64, as ``nf4`` loads)."""
+    import bitsandbytes.functional as bnbf  # loaded when codes are counted
+
+    packed, _ = bnbf.quantize_4bit(
+        weight.detach().float().contiguous(), blocksize=64, quant_type="nf4"
+    )
+    packed = packed.flatten()
+    return torch.stack([packed >> 4, packed & 15], dim=-1).flatten()[: weight.numel()]
+
+
+PRECISIONS = (
+    entry(
+        "int8",
+        quantize_int8,
+        BITSANDBYTES,
+        INT8_OPTIONS,
+        not_emulable="LLM.int8 also quantizes the activations of every matmul, which dense "
+        "weights do not; on the toy world KnowMem moved by 5 points",
+        bits=8,
+    ),
+    entry("nf4", quantize_nf4, BITSANDBYTES, BNB4_OPTIONS, bits=4, codes=nf4_codes),
+    entry("fp4", quantize_fp4, BITSANDBYTES, BNB4_OPTIONS, bits=4),
 )
-register("nf4", quantize_nf4, BITSANDBYTES, BNB4_OPTIONS)
-register("fp4", quantize_fp4, BITSANDBYTES, BNB4_OPTIONS)

@@ -6,14 +6,10 @@ library's own dequantization of its weight: the same rounding, without the libra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
 from harness_ext.errors import MuseQuantError
-
-if TYPE_CHECKING:  # the registry imports this module
-    from model_wrappers.precisions.registry import Family, Precision
+from model_wrappers.precisions.base import Family, Precision
 
 
 def emulate(model: nn.Module, family: Family) -> int:

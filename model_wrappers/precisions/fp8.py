@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from model_wrappers.precisions.base import Built, Family, Precision, Source, entry
 from model_wrappers.precisions.emulation import quantized_linear_names
-from model_wrappers.precisions.registry import Built, Family, Precision, Source, register
 from model_wrappers.precisions.torchao import torchao_dequantize
 
 FP8 = Family("torchao", torchao_dequantize)
@@ -47,4 +47,13 @@ def quantize_fp8(source: Source, precision: Precision) -> Built:
     }
 
 
-register("fp8-e4m3", quantize_fp8, FP8)
+def fp8_codes(weight: torch.Tensor, precision: Precision | None = None) -> torch.Tensor:
+    """The float8_e4m3fn grid point of every element over its output channel's scale (absmax /
+    448), as a float so that +0 and -0 are one code (an all-zero row codes to zeros, not NaN)."""
+    w = weight.detach().float()
+    top = torch.finfo(torch.float8_e4m3fn).max
+    scale = w.abs().amax(1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / top
+    return (w / scale).clamp(-top, top).to(torch.float8_e4m3fn).float().flatten()
+
+
+PRECISIONS = (entry("fp8-e4m3", quantize_fp8, FP8, bits=8, codes=fp8_codes),)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from harness_ext.precision_names import FULL_PRECISIONS
-from model_wrappers.precisions.registry import Built, Family, Precision, Source, register
+from model_wrappers.precisions.base import Built, Family, Precision, Source, entry
 
 FULL = Family("torch")
 
@@ -18,5 +18,7 @@ def load_full(source: Source, precision: Precision) -> Built:
     return source.load(dtype=getattr(torch, dtype)), {"dtype": dtype}
 
 
-for _name in FULL_PRECISIONS:
-    register(_name, load_full, FULL)
+PRECISIONS = tuple(
+    entry(name, load_full, FULL, bits=torch.finfo(getattr(torch, dtype)).bits)
+    for name, dtype in FULL_PRECISIONS.items()
+)

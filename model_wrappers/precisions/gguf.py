@@ -23,37 +23,45 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoConfig
 
 from harness_ext.errors import MuseQuantError
+from model_wrappers.precisions.base import (
+    Built,
+    Family,
+    Option,
+    Precision,
+    Source,
+    entry,
+)
 from model_wrappers.precisions.cached import cached_checkpoint
 from model_wrappers.precisions.ggml import GGUF_INSTALL as GGUF_INSTALL  # re-export: demo
-from model_wrappers.precisions.ggml import ggml_quantize as ggml_quantize  # re-export: codes
-from model_wrappers.precisions.ggml import import_gguf, llama_cpp_build, quantize_file
+from model_wrappers.precisions.ggml import (
+    ggml_quantize,
+    import_gguf,
+    llama_cpp_build,
+    quantize_file,
+)
 from model_wrappers.precisions.gguf_writer import (
     WRITER_VERSION,
     check_llama,
     load_dequantized,
     write_f32_gguf,
 )
-from model_wrappers.precisions.registry import (
-    Built,
-    Family,
-    Option,
-    Precision,
-    Source,
-    register,
-)
 
 log = logging.getLogger(__name__)
 
-#: llama.cpp's type names, as its ``llama-quantize`` spells them; f32 is the unquantized file.
-GGUF_TYPES = ("f32", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k")
+#: llama.cpp's type names, as its ``llama-quantize`` spells them (f32 is the unquantized file),
+#: and the bits of the type most of a file's block weights are stored in.
+GGUF_TYPES = {
+    "f32": 32, "q8_0": 8, "q6_k": 6, "q5_k_m": 5, "q4_k_m": 4, "q4_0": 4, "q3_k_m": 3, "q2_k": 2,
+}  # fmt: skip
 #: The file inside a cached entry.
 GGUF_FILE = "model.gguf"
 
-GGUF = Family("llama.cpp", runtime="llama.cpp")
+GGUF = Family("llama.cpp", runtime="llama.cpp", requires="llama_cpp")
 #: llama.cpp's KV-cache types (its ggml type numbers).
 CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
 
@@ -145,5 +153,28 @@ def quantize_gguf(source: Source, precision: Precision) -> Built:
     return model, {**record, "emulated_tensors": load_dequantized(model, path)}
 
 
-for _type in GGUF_TYPES:
-    register(f"gguf-{_type}", quantize_gguf, GGUF, GGUF_OPTIONS)
+def q4_k_codes(weight: torch.Tensor, precision: Precision | None = None) -> torch.Tensor:
+    """llama.cpp's code of every element, in flattened order, from ggml's own quantizer: Q4_K
+    (the type ``gguf-q4_k_m`` stores most block linears in; 0..15, super-blocks of 256 along
+    each row), or Q5_0 (0..31), what llama.cpp stores instead for rows that are not a multiple
+    of 256 wide (the tiny toy world's 128)."""
+    w = weight.detach().float().cpu().numpy()
+    if w.shape[1] % 256 == 0:  # 144-byte blocks: d, dmin, 12 scale bytes, 4 x 32 bytes of codes
+        chunks = ggml_quantize(w, "Q4_K").reshape(len(w), -1, 144)[..., 16:]
+        chunks = chunks.reshape(*chunks.shape[:-1], 4, 32)  # 64 elements: low, then high nibbles
+        found = np.stack([chunks & 15, chunks >> 4], axis=-2)
+    else:  # 22-byte blocks: d, 32 high bits, 16 bytes of low nibbles (elements 0-15, 16-31)
+        blocks = ggml_quantize(w, "Q5_0").reshape(len(w), -1, 22)
+        high = (blocks[..., 2:6].copy().view(np.uint32) >> np.arange(32, dtype=np.uint32)) & 1
+        low = np.concatenate([blocks[..., 6:] & 15, blocks[..., 6:] >> 4], axis=-1)
+        found = low | (high << 4)
+    return torch.from_numpy(found.reshape(-1).astype(np.int64))
+
+
+PRECISIONS = tuple(
+    entry(
+        f"gguf-{kind}", quantize_gguf, GGUF, GGUF_OPTIONS, bits=bits,
+        codes=q4_k_codes if kind == "q4_k_m" else None,
+    )
+    for kind, bits in GGUF_TYPES.items()
+)  # fmt: skip

@@ -13,23 +13,23 @@ import torch
 from torch import nn
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.precisions.gptqmodel_checkpoints import (
-    import_gptqmodel,
-    library_record,
-    load_quantized,
-    quantized_checkpoint,
-    refuse_cuda_kernel,
-)
-from model_wrappers.precisions.registry import (
+from model_wrappers.precisions.base import (
     COMPUTE_DTYPE,
     Built,
     Family,
     Option,
     Precision,
     Source,
+    entry,
     parse_bool,
     positive_int,
-    register,
+)
+from model_wrappers.precisions.gptqmodel_checkpoints import (
+    import_gptqmodel,
+    library_record,
+    load_quantized,
+    quantized_checkpoint,
+    refuse_cuda_kernel,
 )
 
 #: gptqmodel kernels that only run on CUDA; ``torch`` runs anywhere.
@@ -84,10 +84,9 @@ def quantize_gptq(source: Source, precision: Precision) -> Built:
     return model, library_record(folder, hit, precision)
 
 
-register(
-    r"gptq-w(?P<bits>\d+)g(?P<group_size>\d+)",
-    quantize_gptq,
-    GPTQ,
-    GPTQ_OPTIONS,
-    "gptq-w{bits}g{group}",
-)
+PRECISIONS = (
+    entry(
+        r"gptq-w(?P<bits>\d+)g(?P<group_size>\d+)", quantize_gptq, GPTQ, GPTQ_OPTIONS,
+        "gptq-w{bits}g{group}",
+    ),
+)  # fmt: skip

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from harness_ext.errors import MuseQuantError
+from model_wrappers.precisions.base import Precision, Source
 from model_wrappers.precisions.cached import cached_checkpoint
 from model_wrappers.precisions.emulation import check_group_size
-from model_wrappers.precisions.registry import Precision, Source
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.precisions.emulation import check_group_size, quantized_linear_names
-from model_wrappers.precisions.registry import (
+from model_wrappers.precisions.base import (
     COMPUTE_DTYPE,
     Built,
     Family,
     Precision,
     Source,
-    register,
+    entry,
 )
+from model_wrappers.precisions.emulation import check_group_size, quantized_linear_names
 
 HQQ_INSTALL = "pip install 'muse-quant[hqq]' (hqq 0.2.8)"
 #: The integer widths hqq packs (its 1.58-bit ternary mode has no integer name here).
@@ -57,7 +57,7 @@ def _hqq_dequantize(module: nn.Module) -> torch.Tensor | None:
     return module.dequantize() if isinstance(module, HQQLinear) else None
 
 
-HQQ = Family("hqq", _hqq_dequantize)
+HQQ = Family("hqq", _hqq_dequantize, requires="hqq")
 HQQ_OPTIONS = {"compute_dtype": COMPUTE_DTYPE}
 
 
@@ -84,6 +84,20 @@ def quantize_hqq(source: Source, precision: Precision) -> Built:
     }
 
 
-register(
-    r"hqq-w(?P<bits>\d+)g(?P<group_size>\d+)", quantize_hqq, HQQ, HQQ_OPTIONS, "hqq-w{bits}g{group}"
-)
+def hqq_codes(weight: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """hqq's integer code (0..2^bits - 1) of every element, per group of ``group`` inputs, from
+    the same configuration and float32 weights ``hqq-w{bits}g{group}`` quantizes on CPU."""
+    bits, group = precision.params["bits"], precision.params["group_size"]
+    params = hqq_config(bits, group)["weight_quant_params"]
+    q, _ = import_hqq_quantize().Quantizer.quantize(
+        weight.detach().float().cpu(), device="cpu", bitpack=False, **params
+    )
+    return q.flatten()
+
+
+PRECISIONS = (
+    entry(
+        r"hqq-w(?P<bits>\d+)g(?P<group_size>\d+)", quantize_hqq, HQQ, HQQ_OPTIONS,
+        "hqq-w{bits}g{group}", codes=hqq_codes,
+    ),
+)  # fmt: skip

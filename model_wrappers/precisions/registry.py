@@ -1,153 +1,42 @@
-"""The precision registry: resolving a name and its options, and building the model.
+"""The precision registry: the backends in dispatch order, resolving a name and its options, and
+building the model.
 
-A backend module (``full``, ``bitsandbytes``, ``gptq``, ``torchao``, ``fp8``, ``hqq``) gives
-one function per precision and registers it with one call. A precision function receives a
-:class:`Source` (full-precision weights: a checkpoint folder, or a base with a LoRA adapter
-merged in float32) and the resolved :class:`Precision`, and returns the model ready for
-evaluation plus a JSON-able description of what the library did. Names are parsed by
-pattern, so ``gptq-w3g64`` and ``rtn-w8g32`` need no entry of their own.
-
-Adding a precision (docs/architecture.md): a module such as ``precisions/hqq.py``, which has::
-
-    def quantize_hqq(source: Source, precision: Precision) -> Built:
-        ...                                    # load, quantize, return (model, library record)
-
-    register(r"hqq-w(?P<bits>\\d+)g(?P<group_size>\\d+)", quantize_hqq, HQQ, HQQ_OPTIONS)
-
-and its import in ``precisions/__init__.py``, whose import order is the dispatch order.
+:data:`BACKENDS` is the one list of backends (``precisions/<backend>.py``, each describing its
+precisions in ``PRECISIONS``): a name is matched against their patterns in this order (the first
+match wins), which is also the order ``known_precisions`` lists them. A backend's library is
+imported only when one of its precisions is built. Names are parsed by pattern, so
+``gptq-w3g64`` and ``rtn-w8g32`` need no entry of their own. Adding a precision
+(docs/architecture.md): its module, with its build function and ``PRECISIONS``, and its place in
+:data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
-
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import Any
 
 from harness_ext.errors import MuseQuantError
 from model_wrappers.calibration import Calibration
+from model_wrappers.precisions import awq, bitsandbytes, fp8, full, gguf, gptq, hqq, torchao
+from model_wrappers.precisions.base import Built, Entry, Precision, Source
 from model_wrappers.precisions.emulation import emulate
 
+#: The dispatch order: full precision (fp32, bf16, fp16), bitsandbytes (int8, nf4, fp4), GPTQ
+#: (gptq-w{bits}g{group}, gptqmodel), torchao's round to nearest (rtn-w{bits}g{group}), FP8
+#: (fp8-e4m3, torchao), HQQ (hqq-w{bits}g{group}), GGUF (gguf-f32, gguf-q8_0 ... gguf-q2_k,
+#: llama.cpp), AWQ (awq-w{bits}g{group}, gptqmodel).
+BACKENDS = (full, bitsandbytes, gptq, torchao, fp8, hqq, gguf, awq)
 
-class Source(Protocol):
-    """Full-precision weights a precision function starts from (built by ``loading.py``)."""
-
-    #: sha256 identifying the full-precision weights (and a merged adapter): the cache key.
-    digest: str
-    #: The checkpoint folder: its config and tokenizer (its weights are the base's when an
-    #: adapter is merged; ``load`` and ``weights_folder`` give the merged ones).
-    folder: Path
-    device: str
-    trust_remote_code: bool
-
-    def load(self, **from_pretrained: Any) -> Any:
-        """The model through ``from_pretrained`` with these extra arguments (dtype, quantization
-        config), placed on ``device``."""
-
-    def weights_folder(self) -> contextlib.AbstractContextManager[str]:
-        """A folder holding the weights (merged ones written out), for libraries that read
-        files themselves."""
-
-
-@dataclass(frozen=True)
-class Family:
-    """A quantization library and, for emulated mode, how it dequantizes one of its modules
-    (``None`` for a module it did not quantize); ``calibrated`` libraries need calibration text.
-
-    ``runtime`` is what runs its real kernels: ``torch`` modules, or a runtime of its own that
-    evaluates the library's files (``llama.cpp``). A library with its own runtime builds a torch
-    model only for emulated mode, dequantizing its file itself (``dequantize`` stays None).
-    """
-
-    name: str
-    dequantize: Callable[[nn.Module], torch.Tensor | None] | None = None
-    calibrated: bool = False
-    runtime: str = "torch"
-
-
-@dataclass(frozen=True)
-class Option:
-    default: Any
-    parse: Callable[[Any], Any]
-    help: str
-
-
-@dataclass(frozen=True)
-class Precision:
-    """A resolved precision: name, library, the parameters read from the name, all options, and
-    the function that builds it. Resolved once and passed down: a sweep cell's key, the loader
-    and the provenance a results file records all read this one object."""
-
-    name: str
-    family: Family
-    params: dict[str, int]
-    options: dict[str, Any]
-    build: Build = field(compare=False, repr=False)
-    emulated: bool = False
-    calibration: Calibration | None = None
-
-    @property
-    def runtime(self) -> str:
-        """What evaluates this precision: torch (emulated mode always), or the library's own."""
-        return "torch" if self.emulated else self.family.runtime
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return getattr(torch, self.options["compute_dtype"])
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able: what a results file records about the precision."""
-        return {
-            "name": self.name,
-            "library": self.family.name,
-            "params": dict(self.params),
-            "options": dict(self.options),
-            "emulated": self.emulated,
-            "calibration": self.calibration.describe() if self.calibration else None,
-        }
-
-
-#: What a precision function returns: the model, and what the library did (JSON-able).
-Built = tuple[Any, dict[str, Any]]
-Build = Callable[[Source, Precision], Built]
-
-
-@dataclass(frozen=True)
-class Entry:
-    pattern: re.Pattern[str]
-    build: Build
-    family: Family
-    options: Mapping[str, Option] = field(default_factory=dict)
-    example: str = ""
-    #: Why emulated mode cannot reproduce this precision (``None``: it can).
-    not_emulable: str | None = None
-
-
-REGISTRY: list[Entry] = []
-
-
-def register(
-    pattern: str,
-    build: Build,
-    family: Family,
-    options: Mapping[str, Option] | None = None,
-    example: str | None = None,
-    not_emulable: str | None = None,
-) -> None:
-    """Add a precision: ``pattern`` is a name or a regex whose named groups are int parameters."""
-    entry = Entry(
-        re.compile(pattern), build, family, dict(options or {}), example or pattern, not_emulable
-    )
-    REGISTRY.append(entry)
+REGISTRY: tuple[Entry, ...] = tuple(e for backend in BACKENDS for e in backend.PRECISIONS)
 
 
 def known_precisions() -> list[str]:
     return [e.example for e in REGISTRY]
+
+
+def precision_options_help() -> dict[str, str]:
+    """Every precision option and what it means (``muse-quant eval --help``)."""
+    return {key: option.help for entry in REGISTRY for key, option in entry.options.items()}
 
 
 def all_precision_options() -> set[str]:
@@ -195,7 +84,11 @@ def resolve_precision(
             )
         params = {k: int(v) for k, v in match.groupdict().items()}
         calibration = calibration if entry.family.calibrated else None
-        return Precision(name, entry.family, params, resolved, entry.build, emulated, calibration)
+        bits = params.get("bits", entry.bits)
+        return Precision(
+            name, entry.family, params, resolved, entry.build, emulated, calibration, bits,
+            entry.codes,
+        )  # fmt: skip
     raise MuseQuantError(
         f"unknown precision {name!r}; known: {', '.join(known_precisions())} "
         "(bits and group size are read from gptq-/rtn-/hqq- names, e.g. gptq-w4g128, rtn-w8g64)"
@@ -209,45 +102,4 @@ def build_precision(source: Source, precision: Precision) -> Built:
         record = {**record, "emulated_modules": emulate(model, precision.family)}
     return model, record
 
-
-# --------------------------------------------------------------------------- option parsers
-
-
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError("expected true or false")
-
-
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-}
-
-
-def parse_dtype(value: Any) -> str:
-    """A floating dtype's torch name (``bf16`` -> ``bfloat16``)."""
-    text = str(value).removeprefix("torch.").strip().lower()
-    if text not in _DTYPES:
-        raise ValueError(f"expected one of {', '.join(sorted(set(_DTYPES.values())))}")
-    return _DTYPES[text]
-
-
-def positive_int(value: Any) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("expected a positive integer")
-    return number
-
-
-COMPUTE_DTYPE = Option("float32", parse_dtype, "dtype of activations and matmuls")
 

@@ -6,16 +6,16 @@ import torch
 from torch import nn
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.precisions.emulation import check_group_size, quantized_linear_names
-from model_wrappers.precisions.registry import (
+from model_wrappers.precisions.base import (
     Built,
     Family,
     Option,
     Precision,
     Source,
+    entry,
     parse_bool,
-    register,
 )
+from model_wrappers.precisions.emulation import check_group_size, quantized_linear_names
 
 
 def torchao_dequantize(module: nn.Module) -> torch.Tensor | None:
@@ -61,6 +61,26 @@ def quantize_rtn(source: Source, precision: Precision) -> Built:
     }
 
 
-register(
-    r"rtn-w(?P<bits>\d+)g(?P<group_size>\d+)", quantize_rtn, RTN, RTN_OPTIONS, "rtn-w{bits}g{group}"
-)
+def rtn_codes(weight: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """Round-to-nearest integer code of every element, per group of ``group`` inputs, on the
+    grid ``rtn-w{bits}g{group}`` quantizes to."""
+    bits, group = precision.params["bits"], precision.params["group_size"]
+    sym = precision.options["sym"]
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    g = weight.detach().float().reshape(weight.shape[0], -1, group)
+    lo = g.amin(-1, keepdim=True).clamp(max=0)
+    hi = g.amax(-1, keepdim=True).clamp(min=0)
+    if sym:
+        scale, zero = torch.maximum(-lo, hi) / ((qmax - qmin) / 2), 0.0
+    else:
+        scale = (hi - lo) / (qmax - qmin)
+        zero = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
+    return (torch.round(g * (1.0 / scale)) + zero).clamp(qmin, qmax).flatten()
+
+
+PRECISIONS = (
+    entry(
+        r"rtn-w(?P<bits>\d+)g(?P<group_size>\d+)", quantize_rtn, RTN, RTN_OPTIONS,
+        "rtn-w{bits}g{group}", codes=rtn_codes,
+    ),
+)  # fmt: skip
