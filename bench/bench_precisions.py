@@ -56,11 +56,11 @@ def muse_suite(model: torch.nn.Module, model_dir: Path, data: Path, batch_size: 
     """The MUSE suite through lm-eval on an already loaded model: (metrics, seconds)."""
     from lm_eval import simple_evaluate
 
-    from model_wrappers import MuseLM
+    from model_wrappers.muse_model import muse_model
     from muse_quant.lm_eval_tasks import task_manager
 
     start = time.perf_counter()
-    lm = MuseLM(pretrained=model, tokenizer=str(model_dir), batch_size=batch_size)
+    lm = muse_model({"pretrained": model, "tokenizer": str(model_dir), "batch_size": batch_size})
     meta = {"pretrained": str(model_dir), "muse_data": str(data)}
     results = simple_evaluate(
         model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
@@ -90,12 +90,12 @@ def llama_cpp_row(name: str, model_dir: Path, data: Path, batch_size: int) -> di
     import gguf
     from lm_eval import simple_evaluate
 
-    from model_wrappers import MuseLM
+    from model_wrappers.muse_model import muse_model
     from muse_quant.lm_eval_tasks import task_manager
 
     start = time.perf_counter()
     args = {"pretrained": str(model_dir), "precision": name, "batch_size": batch_size}
-    lm = MuseLM.create_from_arg_obj(args)
+    lm = muse_model(args)
     load_s = time.perf_counter() - start
     library = lm.provenance["precision"]["library_config"]
     reader = gguf.GGUFReader(library["file"])

@@ -1,12 +1,13 @@
-"""The llama.cpp model: a ``gguf-*`` precision evaluated on llama.cpp's own kernels.
+"""The llama.cpp runtime of the ``muse`` model: a ``gguf-*`` precision on llama.cpp's kernels.
 
 ``--model muse --model_args pretrained=...,precision=gguf-q4_k_m`` builds this model instead of
-the torch one (``MuseLM.create_from_arg_obj``), because llama.cpp's kernels are not torch
-modules. It answers the same requests the same way (``muse_requests.MuseRequests``): the texts
-are tokenized by the checkpoint's Hugging Face tokenizer, so every precision sees the same token
-ids, and llama.cpp only runs the forward passes: greedy generation for VerbMem and KnowMem, and
-the logits of every position of a PrivLeak text, whose log-softmax, token log-probs and
-vocabulary moments are computed in float32 exactly as for the ``muse`` model.
+the torch one (the gguf family's runtime is llama.cpp; ``model_wrappers.muse_model`` picks the
+runtime), because llama.cpp's kernels are not torch modules. It answers the same requests the
+same way (``muse_requests.MuseRequests``): the texts are tokenized by the checkpoint's Hugging
+Face tokenizer, so every precision sees the same token ids, and llama.cpp only runs the forward
+passes: greedy generation for VerbMem and KnowMem, and the logits of every position of a
+PrivLeak text, whose log-softmax, token log-probs and vocabulary moments are computed in float32
+exactly as for the torch runtime.
 
 The KV cache is float32 by default (the precision's option ``cache_type=f32``) so that the f32
 GGUF reproduces the fp32 HF model; ``cache_type=f16`` is llama.cpp's own default. One text at a
@@ -16,7 +17,6 @@ prompt's tokens (KnowMem's in-context examples) reuses their KV cache.
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from typing import Any
 
@@ -34,90 +34,50 @@ from transformers import AutoConfig, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
-from model_wrappers.loading import check_device, open_checkpoint
-from model_wrappers.muse_requests import CONTEXT_POLICIES, MuseRequests, flag, row_stats
-from model_wrappers.precisions import Precision, all_precision_options, resolve_precision
+from model_wrappers.muse_requests import MuseRequests, row_stats
 from model_wrappers.precisions.gguf import CACHE_TYPES, gguf_file, import_gguf
-from model_wrappers.provenance import provenance_record
+from model_wrappers.request import ModelRequest
 
 #: lm-eval's default number of new tokens, as for the hf model.
 MAX_GEN_TOKS = 256
-#: lm-eval's batch sizes and the torch model's batching arguments: nothing to do here, where
-#: llama.cpp scores one text at a time.
-IGNORED = ("batch_size", "max_batch_size", "prefix_cache", "max_batch_tokens")
+#: lm-eval's arguments this runtime reads.
+ACCEPTED = ("max_length", "max_gen_toks", "device", "trust_remote_code")
+#: lm-eval's batch sizes: nothing to do here, where llama.cpp scores one text at a time.
+IGNORED = ("batch_size", "max_batch_size")
 
 
 class LlamaCppLM(MuseRequests, LM):
     """lm-eval's model interface over a GGUF file on llama.cpp, with MUSE's per-token path."""
 
-    def __init__(
-        self,
-        pretrained: str,
-        precision: str | Precision,
-        adapter: str | None = None,
-        merge: bool | str = True,
-        emulated: bool | str = False,
-        allow_pickle: bool | str = False,
-        allow_other_base: bool | str = False,
-        trust_remote_code: bool | str = False,
-        context_overflow: str = "error",
-        device: str | None = None,
-        max_length: int | str | None = None,
-        max_gen_toks: int | str = MAX_GEN_TOKS,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, request: ModelRequest) -> None:
         super().__init__()
-        options = {k: kwargs.pop(k) for k in all_precision_options() if k in kwargs}
-        unknown = sorted(set(kwargs) - set(IGNORED))
+        spec, opened = request.precision, request.opened
+        assert spec is not None and opened is not None and spec.runtime == "llama.cpp"
+        unknown = sorted(set(request.lm_args) - {*ACCEPTED, *IGNORED})
         if unknown:
-            known = [*inspect.signature(LlamaCppLM.__init__).parameters, *all_precision_options()]
             raise MuseQuantError(
-                f"--model_args: {unknown[0]}{did_you_mean(unknown[0], known)} does not apply "
+                f"--model_args: {unknown[0]}{did_you_mean(unknown[0], ACCEPTED)} does not apply "
                 "to a gguf precision on llama.cpp; it takes pretrained, adapter, "
                 "allow_other_base, allow_pickle, trust_remote_code, precision and its option "
                 "cache_type, context_overflow, max_length, max_gen_toks"
             )
-        if isinstance(precision, Precision):
-            spec = precision
-        else:
-            spec = resolve_precision(precision, options, flag("emulated", emulated))
-        if spec.runtime != "llama.cpp":
-            raise MuseQuantError(
-                f"precision {spec.name} (emulated={spec.emulated}) runs in torch: use the muse "
-                "model; the llama.cpp model runs gguf precisions with emulated=false"
-            )
-        if not flag("merge", merge):
+        if not request.merge:
             raise MuseQuantError(
                 f"{spec.name}: llama.cpp runs the merged model's file; merge=false (an adapter "
                 "unmerged on a quantized base) is for torch precisions"
             )
-        if context_overflow not in CONTEXT_POLICIES:
+        if request.device != "cpu":
             raise MuseQuantError(
-                f"context_overflow={context_overflow}: choose one of {', '.join(CONTEXT_POLICIES)}"
-            )
-        device = check_device(str(device or "cpu"))
-        if device != "cpu":
-            raise MuseQuantError(
-                f"device={device}: the llama.cpp model runs on cpu here (llama-cpp-python is "
-                "built for the CPU by the gguf extra); use device=cpu or emulated=true"
+                f"device={request.device}: the llama.cpp model runs on cpu here (llama-cpp-python "
+                "is built for the CPU by the gguf extra); use device=cpu or emulated=true"
             )
         _, llama_cpp = import_gguf()
-        opened = open_checkpoint(
-            pretrained,
-            adapter=adapter,
-            allow_pickle=flag("allow_pickle", allow_pickle),
-            trust_remote_code=flag("trust_remote_code", trust_remote_code),
-            device=device,
-            allow_other_base=flag("allow_other_base", allow_other_base),
-        )
         path, record = gguf_file(opened.source, spec)  # refuses a non-Llama checkpoint
         config = AutoConfig.from_pretrained(str(opened.weights.folder))
         self.tokenizer = AutoTokenizer.from_pretrained(str(opened.weights.folder))
-        self._max_length = int(max_length or config.max_position_embeddings)
-        self.max_gen_toks = int(max_gen_toks)
-        self.context_overflow = context_overflow
-        self.truncated: dict[str | None, dict[str, int]] = {}
-        self._device = device
+        self._max_length = int(request.lm_args.get("max_length") or config.max_position_embeddings)
+        self.max_gen_toks = int(request.lm_args.get("max_gen_toks") or MAX_GEN_TOKS)
+        self._device = request.device
         threads = torch.get_num_threads()
         self.llama = llama_cpp.Llama(
             str(path),
@@ -137,18 +97,7 @@ class LlamaCppLM(MuseRequests, LM):
         # llama-cpp-python's own destructor needs (it fails on them then).
         weakref.finalize(self, self.llama.close)
         record = {**record, "threads": threads}
-        self.provenance = provenance_record(
-            pretrained=pretrained,
-            weights=opened.weights.files,
-            adapter=adapter,
-            adapter_files=opened.adapter.files if opened.adapter else None,
-            adapter_base=opened.base_check,
-            merge=True,
-            precision=spec.describe(),
-            library=record,
-            device=device,
-            weight_bytes=record["tensor_bytes"],
-        )
+        self.adopt(request, request.provenance(record, weight_bytes=record["tensor_bytes"]))
         #: The tokens whose KV cache (and logits) the context holds.
         self._held: list[int] = []
 

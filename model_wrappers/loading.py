@@ -2,180 +2,39 @@
 
 ``merge=True`` (default) merges the adapter into the float32 base and quantizes the merged
 weights, as a deployment does; ``merge=False`` keeps the adapter unmerged on top of the quantized
-base, as lm-eval's ``peft=`` does (docs/precisions.md explains why they differ). Weights load from
-safetensors only unless ``allow_pickle=True``; remote code runs only with
-``trust_remote_code=True``. Every refusal or bad input is a one-line :class:`MuseQuantError`.
+base, as lm-eval's ``peft=`` does (docs/precisions.md explains why they differ).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-import torch
+from model_wrappers.precisions import Precision, build_precision
+from model_wrappers.request import ModelRequest, read_request
 
-from harness_ext.errors import MuseQuantError
-from model_wrappers.calibration import resolve_calibration
-from model_wrappers.checkpoints import Adapter, Checkpoint
-from model_wrappers.precisions import Precision, build_precision, resolve_precision
-from model_wrappers.provenance import provenance_record
+
+def load_model(request: ModelRequest) -> tuple[Any, dict[str, Any]]:
+    """The model of a torch-runtime request, ready for evaluation (a ``PreTrainedModel``; a
+    ``PeftModelForCausalLM`` when ``merge=False``), and its provenance."""
+    assert request.precision is not None and request.opened is not None
+    weights, lora = request.opened.weights, request.opened.adapter
+    model, library = build_precision(request.opened.source, request.precision)
+    if lora is not None and not request.merge:
+        model = lora.attach(model, weights.label)
+    model.eval()
+    return model, request.provenance(library, model=model)
 
 
 def load_causal_lm(
-    pretrained: str,
-    *,
-    adapter: str | None = None,
-    merge: bool = True,
-    precision: str | Precision = "fp32",
-    emulated: bool = False,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    calibration: list[str] | str | None = None,
-    device: str = "cpu",
-    allow_other_base: bool = False,
-    **precision_options: Any,
+    pretrained: str, precision: str | Precision = "fp32", **args: Any
 ) -> tuple[Any, dict[str, Any]]:
-    """The model ready for evaluation (a ``PreTrainedModel``; a ``PeftModelForCausalLM`` when
-    ``merge=False``) and its provenance dict.
+    """:func:`load_model` from the ``muse`` model's arguments, as Python values: ``adapter``,
+    ``merge``, ``emulated``, ``allow_pickle``, ``trust_remote_code``, ``calibration``,
+    ``device``, ``allow_other_base`` and the precision's options.
 
-    ``precision`` is a name (with ``emulated``, ``calibration`` and the precision's options), or
-    a :class:`Precision` already resolved with :func:`resolve_precision` and, for a calibrated
-    one, :func:`resolve_calibration` (as a sweep does once per cell): it is then used as it is.
-
-    ``calibration`` (GPTQ only): texts, a JSON file of texts, a MUSE data folder (its
-    ``raw/retain1``) or ``news``/``books`` (MUSE's ``raw/retain1`` from the hub); default: a toy
-    world's generic pretraining texts. Forget text is refused.
+    ``precision`` is a name, or a :class:`Precision` already resolved (with its calibration, as
+    a sweep does once per cell), then used as it is. ``calibration`` (GPTQ, AWQ): texts, a JSON
+    file of texts, a MUSE data folder (its ``raw/retain1``) or ``news``/``books``; default: a
+    toy world's generic pretraining texts. Forget text is refused.
     """
-    device = check_device(device)
-    resolved = isinstance(precision, Precision)
-    if resolved and (emulated or calibration is not None or precision_options):
-        raise MuseQuantError(
-            f"precision {precision.name} is already resolved: give emulated, calibration and "
-            "its options to resolve_precision, not here"
-        )
-    spec = precision if resolved else resolve_precision(precision, precision_options, emulated)
-    opened = open_checkpoint(
-        pretrained,
-        adapter=adapter,
-        merge=merge,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-        device=device,
-        allow_other_base=allow_other_base,
-    )
-    if not resolved:
-        spec = with_calibration(spec, calibration, opened.weights.folder)
-    weights, lora = opened.weights, opened.adapter
-    model, library = build_precision(opened.source, spec)
-    if lora is not None and not merge:
-        model = lora.attach(model, weights.label)
-    model.eval()
-    return model, provenance_record(
-        pretrained=pretrained,
-        weights=weights.files,
-        adapter=adapter,
-        adapter_files=lora.files if lora else None,
-        adapter_base=opened.base_check,
-        merge=merge,
-        precision=spec.describe(),
-        library=library,
-        device=device,
-        model=model,
-    )
-
-
-def with_calibration(
-    precision: Precision, calibration: list[str] | str | None, model_folder: Path
-) -> Precision:
-    """``precision`` with its calibration texts resolved, if its library is calibrated."""
-    if not precision.family.calibrated:
-        return precision
-    limit = precision.options.get("calibration_size")
-    texts = resolve_calibration(calibration, model_folder, limit)
-    return replace(precision, calibration=texts)
-
-
-@dataclass(frozen=True)
-class OpenedCheckpoint:
-    """A checkpoint and its adapter, checked and hashed, and the :class:`Checkpoint` every
-    precision is built from (the base, or the base with the adapter to merge)."""
-
-    weights: Checkpoint
-    adapter: Adapter | None
-    source: Checkpoint
-    #: How the adapter's base was checked (None without an adapter).
-    base_check: str | None = None
-
-
-def open_checkpoint(
-    pretrained: str,
-    *,
-    adapter: str | None = None,
-    merge: bool = True,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    device: str = "cpu",
-    allow_other_base: bool = False,
-) -> OpenedCheckpoint:
-    """Check and hash a checkpoint (and adapter, against the base it records); inside
-    :func:`reusing_checkpoints`, once."""
-    key = (pretrained, adapter, bool(merge), allow_pickle, trust_remote_code, device)
-    key += (allow_other_base,)
-    cache = _CHECKPOINT_CACHE.get()
-    if cache is not None and key in cache:
-        opened = cache[key]
-    else:
-        weights = Checkpoint.open(pretrained, allow_pickle, trust_remote_code, device)
-        lora = Adapter.open(adapter, allow_pickle) if adapter else None
-        base_check = lora.check_base(weights, allow_other_base) if lora else None
-        source = replace(weights, adapter=lora) if lora is not None and merge else weights
-        opened = OpenedCheckpoint(weights, lora, source, base_check)
-    if cache is not None:
-        for other in cache.values():
-            if other.source is not opened.source:
-                other.source.release()
-        opened.source.resident = True
-        cache[key] = opened
-    return opened
-
-
-#: The checkpoints :func:`reusing_checkpoints` keeps open, by ``open_checkpoint``'s arguments.
-_CHECKPOINT_CACHE: ContextVar[dict[tuple, OpenedCheckpoint] | None] = ContextVar(
-    "muse_quant_checkpoint_cache", default=None
-)
-
-
-@contextlib.contextmanager
-def reusing_checkpoints() -> Iterator[None]:
-    """Within this block, build every precision of a checkpoint from one copy of its weights.
-
-    A sweep evaluates each checkpoint at many precisions: here its files are checked and hashed
-    once, and its float32 weights (merged with the adapter when ``merge=True``) are read once
-    and held in memory; every ``load_causal_lm`` of it builds its precision from them, with the
-    same model and provenance as a fresh load. Only the checkpoint used last holds its weights
-    (opening another releases them), so order the work by checkpoint.
-    """
-    token = _CHECKPOINT_CACHE.set({})
-    try:
-        yield
-    finally:
-        _CHECKPOINT_CACHE.reset(token)
-
-
-def check_device(device: str) -> str:
-    """``cpu`` or an available CUDA device, else a one-line error."""
-    try:
-        where = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise MuseQuantError(f"device={device}: not a device name; use cpu or cuda[:N]") from None
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise MuseQuantError(
-            f"device={device}: no CUDA device here (torch {torch.__version__}); use device=cpu"
-        )
-    if where.type not in ("cpu", "cuda"):
-        raise MuseQuantError(f"device={device}: muse-quant runs on cpu or cuda")
-    return str(where)
+    return load_model(read_request({"pretrained": pretrained, "precision": precision, **args}))

@@ -1,7 +1,9 @@
-"""The ``muse`` lm-eval model: lm-eval's HF model plus the per-token path MUSE's PrivLeak needs.
+"""The torch runtime of the ``muse`` model: lm-eval's HF model plus the per-token path MUSE's
+PrivLeak needs.
 
-Everything lm-eval's ``hf`` model does works unchanged (generation, log-likelihoods, batching,
-``peft=``); on top of it:
+Built from a :class:`~model_wrappers.request.ModelRequest` (``model_wrappers.muse_model`` reads
+the arguments and picks the runtime). Everything lm-eval's ``hf`` model does works unchanged
+(generation, log-likelihoods, batching, ``peft=``); on top of it:
 
 - PrivLeak documents (``harness_ext.token_requests``) get token statistics instead of a bare sum:
   one forward pass per text gives every token's log-prob and the mean/std of the log-probs over
@@ -13,20 +15,11 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
   context, or a generation prompt that leaves no room for its new tokens, is an error by default.
   ``context_overflow=truncate`` instead scores a PrivLeak text's first ``max_length`` tokens and
   lets lm-eval left-truncate generation prompts.
-- Loading goes through :func:`model_wrappers.loading.load_causal_lm`: ``adapter=`` (peft; refused
-  on a base other than the one it records, unless ``allow_other_base=true``),
-  ``merge=true|false``, ``precision=`` (fp32, bf16, fp16, int8, nf4, fp4, gptq-w{b}g{g},
-  rtn-w{b}g{g}) and its options, ``emulated=``, ``allow_pickle=``, ``calibration=``
-  (docs/precisions.md); from Python, ``precision=`` may be a resolved
-  :class:`~model_wrappers.precisions.Precision` (a sweep resolves each cell's once).
-  ``dtype`` picks the full precision when no ``precision`` is given; the default on CPU is
-  float32 (``auto`` would keep a checkpoint's fp16/bf16). The loader's
-  provenance (precision and library config, versions, file hashes, merge procedure, calibration
-  hash, device) lands in the results file under ``config.muse_provenance``. lm-eval's own loading
-  arguments (``peft=``, ``delta=``, ``gguf_file=``, ``revision=``, ...) keep lm-eval's loader.
-- ``precision=gguf-*`` (emulated=false) runs on llama.cpp's kernels: ``create_from_arg_obj`` and
-  ``create_from_arg_string`` (how lm-eval and the sweep build the model) return the llama.cpp
-  model (``model_wrappers.llamacpp_lm``) instead, which answers the same requests alike.
+- The model is the request's checkpoint at its precision (:func:`model_wrappers.loading.
+  load_model`); its provenance (precision and library config, versions, file hashes, merge
+  procedure, calibration hash, device) lands in the results file under
+  ``config.muse_provenance``. With lm-eval's own loading arguments (``peft=``, ``gguf_file=``,
+  ...) lm-eval's loader runs instead.
 - Data parallelism: launched as several processes (``torchrun`` or ``accelerate launch``), each
   process loads the model on its own device and scores its share of the documents; lm-eval
   gathers the per-document scores on rank 0, so PrivLeak's AUC is computed over every text, as
@@ -36,48 +29,27 @@ Everything lm-eval's ``hf`` model does works unchanged (generation, log-likeliho
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from lm_eval.utils import simple_parse_args_string
 from tqdm.auto import tqdm
 
-from harness_ext.errors import MuseQuantError, did_you_mean
-from harness_ext.precision_names import DTYPE_PRECISIONS
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
-from model_wrappers.llamacpp_lm import LlamaCppLM
-from model_wrappers.loading import load_causal_lm
-from model_wrappers.muse_requests import CONTEXT_POLICIES, MuseRequests, flag, row_stats
-from model_wrappers.precisions import Precision, all_precision_options, resolve_precision
+from model_wrappers.loading import load_model
+from model_wrappers.muse_requests import MuseRequests, row_stats
 from model_wrappers.prefix_cache import (
     MIN_SHARED_TOKENS,
     PrefixCache,
     move_padding_after,
     shared_prefix_length,
 )
+from model_wrappers.request import ModelRequest
 
 log = logging.getLogger(__name__)
-
-#: The muse model's true/false arguments, in the order ``__init__`` reads them.
-FLAGS = ("merge", "emulated", "allow_pickle", "allow_other_base", "prefix_cache")
-#: PrivLeak's scoring batches hold at most this many padded tokens: with a 32k vocabulary the
-#: batch's logits are 8192 x 32000 x 4 bytes = 1 GB in float32 (0.5 GB in bf16), whatever the
-#: batch size or text length.
-MAX_BATCH_TOKENS = 8192
-
-#: lm-eval's own loading arguments: with any of them, lm-eval's loader runs instead of ours.
-LM_EVAL_LOADING = (
-    "peft", "delta", "gguf_file", "autogptq", "gptqmodel", "parallelize", "tp_plan",
-    "revision", "subfolder", "quantization_config", "load_in_4bit", "load_in_8bit",
-)
 
 
 class _QuietModelObject(logging.Filter):
@@ -98,178 +70,25 @@ def _quiet_model_object() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
-def _full_precision(dtype: str | torch.dtype, on_cpu: bool) -> str:
-    """The precision a ``dtype`` asks for: ``auto`` is float32 on CPU (the exact reference the
-    quantized rows are compared with) and bf16 on GPU."""
-    name = str(dtype).removeprefix("torch.")
-    if name == "auto":
-        return "fp32" if on_cpu else "bf16"
-    if name not in DTYPE_PRECISIONS:
-        raise MuseQuantError(f"dtype={dtype}: use float32, bfloat16, float16 or auto")
-    return DTYPE_PRECISIONS[name]
-
-
-def _local_path(path: Any) -> Any:
-    """An existing local folder as an absolute path, so nothing mistakes it for a hub repo id."""
-    if isinstance(path, str) and Path(path).expanduser().is_dir():
-        return str(Path(path).expanduser().resolve())
-    return path
-
-
-def _data_parallel(on_cpu: bool) -> Any:
-    """The Accelerator of this process when launched as several (``torchrun``, ``accelerate
-    launch``), else None. HFLM sets none up for a model object, nor on CPU: on CPU accelerate's
-    gloo process group needs ``cpu=True``, given before anything else creates accelerate's state."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=on_cpu)
-    return accelerator if accelerator.num_processes > 1 else None
-
-
-def check_arguments(kwargs: Mapping[str, Any]) -> None:
-    """Refuse a model argument nobody reads, before anything loads: HFLM passes unknown ones to
-    ``from_pretrained`` or drops them, so ``precison=nf4`` would evaluate fp32 without a word."""
-    known = _known_arguments()
-    for name in FLAGS:
-        if name in kwargs:
-            flag(name, kwargs[name])
-    unknown = sorted(k for k in kwargs if k not in known)
-    if unknown:
-        raise MuseQuantError(
-            f"--model_args: unknown argument {unknown[0]}{did_you_mean(unknown[0], known)}; "
-            "the muse model takes lm-eval's hf arguments, adapter, merge, allow_other_base, "
-            "precision and its options, emulated, allow_pickle, calibration, context_overflow, "
-            "max_batch_tokens, prefix_cache (docs/precisions.md)"
-        )
-
-
-def _known_arguments() -> set[str]:
-    """Every argument name the muse model reads: its own, lm-eval's HFLM's, the precisions'."""
-    names = {*inspect.signature(MuseLM.__init__).parameters}
-    names |= {*inspect.signature(HFLM.__init__).parameters}
-    names -= {"self", "kwargs"}
-    return names | all_precision_options() | set(LM_EVAL_LOADING)
-
-
-@register_model("muse")
 class MuseLM(MuseRequests, HFLM):
     """lm-eval's HFLM with float32 per-token statistics for PrivLeak and a strict context policy."""
 
-    def __init__(
-        self,
-        pretrained: Any,
-        dtype: str | torch.dtype | None = None,
-        context_overflow: str = "error",
-        adapter: str | None = None,
-        merge: bool = True,
-        precision: str | Precision | None = None,
-        emulated: bool = False,
-        allow_pickle: bool = False,
-        calibration: str | None = None,
-        allow_other_base: bool = False,
-        max_batch_tokens: int | str = MAX_BATCH_TOKENS,
-        prefix_cache: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        check_arguments(kwargs)
-        flags = (merge, emulated, allow_pickle, allow_other_base, prefix_cache)
-        given = dict(zip(FLAGS, flags, strict=True))
-        merge, emulated, allow_pickle, allow_other_base, prefix_cache = (
-            flag(name, value) for name, value in given.items()
-        )
-        if context_overflow not in CONTEXT_POLICIES:
-            raise MuseQuantError(
-                f"context_overflow={context_overflow}: choose one of {', '.join(CONTEXT_POLICIES)}"
-            )
-        try:
-            self.max_batch_tokens = int(max_batch_tokens)
-        except ValueError:
-            self.max_batch_tokens = 0
-        if self.max_batch_tokens < 1:
-            raise MuseQuantError(
-                f"max_batch_tokens={max_batch_tokens}: a positive number of tokens "
-                f"(default {MAX_BATCH_TOKENS})"
-            )
-        device = str(kwargs.get("device") or "cpu")
-        on_cpu = device.startswith("cpu") or not torch.cuda.is_available()
-        explicit_dtype = dtype is not None
-        if dtype is None:
-            dtype = "float32" if on_cpu else "auto"
-        for key in ("tokenizer", "peft"):
-            if key in kwargs:
-                kwargs[key] = _local_path(kwargs[key])
-        pretrained = _local_path(pretrained)
-        #: What ``load_causal_lm`` recorded (None when lm-eval's loader ran).
-        self.provenance: dict[str, Any] | None = None
-        native = sorted(k for k in LM_EVAL_LOADING if k in kwargs)
-        ours = adapter is not None or precision is not None or emulated or calibration
-        if native and ours:
-            raise MuseQuantError(
-                f"{native[0]}= uses lm-eval's loader, which adapter=/precision=/emulated=/"
-                "calibration= do not go through; use one or the other"
-            )
-        accelerator = None
-        if isinstance(pretrained, str) and not native:
-            accelerator = _data_parallel(on_cpu)
-            if accelerator is not None:  # each process on its own device
-                device = kwargs["device"] = str(accelerator.device)
-            if precision is None:
-                precision = _full_precision(dtype, on_cpu)
-            elif explicit_dtype:
-                raise MuseQuantError(f"dtype={dtype} and precision={precision}: pass one")
-            options = {k: kwargs.pop(k) for k in all_precision_options() if k in kwargs}
-            model, self.provenance = load_causal_lm(
-                pretrained,
-                adapter=adapter,
-                merge=merge,
-                precision=precision,
-                emulated=emulated,
-                allow_pickle=allow_pickle,
-                trust_remote_code=bool(kwargs.get("trust_remote_code", False)),
-                calibration=calibration,
-                device=device,
-                allow_other_base=allow_other_base,
-                **options,
-            )
-            kwargs.setdefault("tokenizer", pretrained)
-            with _quiet_model_object():
-                super().__init__(model, **kwargs)
-            if accelerator is not None:
-                self.accelerator = accelerator
-                self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+    def __init__(self, request: ModelRequest) -> None:
+        provenance = None
+        if request.precision is None:  # lm-eval's own loader
+            super().__init__(request.pretrained, **request.lm_args)
         else:
-            super().__init__(pretrained, dtype=dtype, **kwargs)
-        self.context_overflow = context_overflow
+            model, provenance = load_model(request)
+            with _quiet_model_object():
+                super().__init__(model, **{"tokenizer": request.pretrained, **request.lm_args})
+            if request.accelerator is not None:
+                self.accelerator = accelerator = request.accelerator
+                self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        self.adopt(request, provenance)
+        self.max_batch_tokens = request.max_batch_tokens
         #: The shared prompt prefix of generation batches (KnowMem's in-context pairs), computed
         #: once; None when ``prefix_cache=false``.
-        self.prefix_cache = PrefixCache() if prefix_cache else None
-        #: Per task, the tokens cut from each truncated document (by its label) since the last
-        #: report; with several processes, rank 0 holds every process's after each request type.
-        self.truncated: dict[str | None, dict[str, int]] = {}
-
-    @classmethod
-    def create_from_arg_obj(
-        cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
-    ) -> Any:
-        """The muse model, or, for a gguf precision on its real kernels, the llama.cpp model
-        (``model_wrappers.llamacpp_lm``): lm-eval and the sweep build models through here."""
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        args = {**arg_dict, **extra}
-        precision = args.get("precision")
-        if isinstance(precision, str):
-            emulated = flag("emulated", args.get("emulated", False))
-            precision = resolve_precision(precision, emulated=emulated)
-        if isinstance(precision, Precision) and precision.runtime == "llama.cpp":
-            return LlamaCppLM(**args)
-        return cls(**args)
-
-    @classmethod
-    def create_from_arg_string(
-        cls, arg_string: str, additional_config: dict[str, Any] | None = None
-    ) -> Any:
-        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+        self.prefix_cache = PrefixCache() if request.prefix_cache else None
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval's model info (it goes into the results file's ``config``) plus provenance and

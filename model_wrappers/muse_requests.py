@@ -1,11 +1,10 @@
-"""What MUSE asks of any model it evaluates, whatever runs it: the per-token path, the context
-policy and the true/false model arguments, shared by the ``muse`` model (torch, ``muse_lm.py``)
-and the llama.cpp model (``llamacpp_lm.py``) so that both score a text, refuse or truncate it,
-and report it alike.
+"""What MUSE asks of any model it evaluates, whatever runs it: the per-token path and the context
+policy, shared by the torch runtime (``muse_lm.py``) and the llama.cpp runtime
+(``llamacpp_lm.py``) so that both score a text, refuse or truncate it, and report it alike.
 
 A model class mixes :class:`MuseRequests` in and gives ``tokenizer`` (the checkpoint's Hugging
 Face tokenizer: every runtime sees the same token ids), ``max_length``, ``max_gen_toks``,
-``tok_encode``, ``context_overflow``, ``truncated`` and ``_score_sequences`` (its forward passes).
+``tok_encode`` and ``_score_sequences`` (its forward passes), and calls :meth:`adopt`.
 """
 
 from __future__ import annotations
@@ -22,20 +21,9 @@ from lm_eval.models.utils import normalize_gen_kwargs
 from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.mia import TokenStats
 from harness_ext.token_requests import describe
-from model_wrappers.precisions.registry import parse_bool
+from model_wrappers.request import ModelRequest
 
 log = logging.getLogger(__name__)
-
-#: Values of the ``context_overflow`` model argument.
-CONTEXT_POLICIES = ("error", "truncate")
-
-
-def flag(name: str, value: Any) -> bool:
-    """A true/false model argument; anything else (``merge=flase``) is an error, not True."""
-    try:
-        return parse_bool(value)
-    except ValueError:
-        raise MuseQuantError(f"--model_args {name}={value}: expected true or false") from None
 
 
 def row_stats(
@@ -61,6 +49,15 @@ class MuseRequests:
     #: Per task, the tokens cut from each truncated document (by its label) since the last
     #: report.
     truncated: dict[str | None, dict[str, int]]
+    #: What the results file records of the model (None when lm-eval's own loader ran).
+    provenance: dict[str, Any] | None
+
+    def adopt(self, request: ModelRequest, provenance: dict[str, Any] | None) -> None:
+        """What every runtime keeps of its request: the context policy, an empty truncation
+        record and the provenance of the model it built."""
+        self.context_overflow = request.context_overflow
+        self.truncated = {}
+        self.provenance = provenance
 
     def truncation_report(self) -> dict[str, Any]:
         """The results file's ``muse_truncation`` (also logged), then the counts start again:

@@ -47,15 +47,15 @@ def real_and_emulated_metrics(target: Path, data: Path, precision: str) -> list[
     """The MUSE suite (lm-eval, our tasks) on a precision's real kernels, then emulated."""
     from lm_eval import simple_evaluate
 
-    from model_wrappers import MuseLM
     from model_wrappers.loading import load_causal_lm
+    from model_wrappers.muse_model import muse_model
     from muse_quant.lm_eval_tasks import task_manager
 
     meta = {"pretrained": str(target), "muse_data": str(data)}
     metrics = []
     for emulated in (False, True):
         model, _ = load_causal_lm(str(target), precision=precision, emulated=emulated)
-        lm = MuseLM(pretrained=model, tokenizer=str(target), batch_size=64)
+        lm = muse_model(dict(pretrained=model, tokenizer=str(target), batch_size=64))
         results = simple_evaluate(
             model=lm, tasks=["muse_news"], bootstrap_iters=0, task_manager=task_manager(meta)
         )

@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Llam
 from bench.results import flat_metrics
 from harness_ext.errors import MuseQuantError
 from model_wrappers.codes import changed_codes, codes
-from model_wrappers.loading import load_causal_lm, open_checkpoint
+from model_wrappers.loading import load_causal_lm
+from model_wrappers.opening import open_checkpoint
 from model_wrappers.precisions import resolve_precision
 
 gguf = pytest.importorskip("gguf", reason="pip install 'muse-quant[gguf]' to test GGUF")
@@ -34,6 +35,7 @@ pytest.importorskip("llama_cpp", reason="pip install 'muse-quant[gguf]' to test 
 
 from model_wrappers.llamacpp_lm import LlamaCppLM  # noqa: E402
 from model_wrappers.muse_lm import MuseLM  # noqa: E402
+from model_wrappers.muse_model import muse_model  # noqa: E402
 from model_wrappers.precisions import gguf as gguf_precision  # noqa: E402
 from model_wrappers.precisions.ggml import ggml_quantize  # noqa: E402
 from model_wrappers.precisions.gguf_writer import _to_gguf, gguf_name  # noqa: E402
@@ -106,7 +108,7 @@ def test_llama2_style_tokenizer_converts_and_runs(
     byte tokens; from tokenizer.model (with its scores) llama.cpp's own tokenizer then gives the
     HF tokenizer's ids, so the file is a complete deployment; the f32 file on llama.cpp
     reproduces the fp32 model on non-ASCII text."""
-    real = MuseLM.create_from_arg_obj({"pretrained": str(llama2_style), "precision": "gguf-f32"})
+    real = muse_model({"pretrained": str(llama2_style), "precision": "gguf-f32"})
     reader = gguf.GGUFReader(real.provenance["precision"]["library_config"]["file"])
     assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
     types = Counter(reader.fields["tokenizer.ggml.token_type"].contents())
@@ -117,7 +119,7 @@ def test_llama2_style_tokenizer_converts_and_runs(
         for text in texts(micro_world, 16) + sample:
             own = real.llama.tokenize(text.encode(), add_bos=True, special=False)
             assert own == real.tokenizer(text)["input_ids"]
-    fp32 = MuseLM(pretrained=str(llama2_style), precision="fp32")
+    fp32 = muse_model(dict(pretrained=str(llama2_style), precision="fp32"))
     for hf, cpp in zip(fp32.token_stats(sample), real.token_stats(sample), strict=True):
         assert np.abs(hf.logprobs - cpp.logprobs).max() <= 1e-4
 
@@ -131,8 +133,8 @@ def texts(world: Path, n: int = 6) -> list[str]:
 
 @pytest.fixture(scope="module")
 def f32_pair(target: Path) -> tuple[MuseLM, LlamaCppLM]:
-    fp32 = MuseLM(pretrained=str(target), precision="fp32", batch_size=8)
-    real = MuseLM.create_from_arg_obj({"pretrained": str(target), "precision": "gguf-f32"})
+    fp32 = muse_model(dict(pretrained=str(target), precision="fp32", batch_size=8))
+    real = muse_model({"pretrained": str(target), "precision": "gguf-f32"})
     assert isinstance(real, LlamaCppLM)
     return fp32, real
 
@@ -203,10 +205,10 @@ def test_lora_is_merged_in_float32_before_conversion(
     _, plain = load_causal_lm(str(target), precision="gguf-f32", emulated=True)
     files = [p["precision"]["library_config"]["file"] for p in (prov, plain)]
     assert files[0] != files[1]
-    real = MuseLM.create_from_arg_obj(
+    real = muse_model(
         {"pretrained": str(target), "adapter": adapter, "precision": "gguf-f32"}
     )
-    reference = MuseLM(pretrained=str(target), adapter=adapter, precision="fp32")
+    reference = muse_model(dict(pretrained=str(target), adapter=adapter, precision="fp32"))
     sample = texts(micro_world, 3)
     for hf, cpp in zip(reference.token_stats(sample), real.token_stats(sample), strict=True):
         assert np.abs(hf.logprobs - cpp.logprobs).max() <= 1e-4
@@ -406,7 +408,7 @@ def test_non_llama_is_refused_before_anything_is_cached(
             if emulated:
                 load_causal_lm(str(folder), precision="gguf-q4_k_m", emulated=True)
             else:
-                MuseLM.create_from_arg_obj({"pretrained": str(folder), "precision": "gguf-q4_k_m"})
+                muse_model({"pretrained": str(folder), "precision": "gguf-q4_k_m"})
         assert "supports Llama-family checkpoints" in one_line(err) and "gpt2" in one_line(err)
     assert cached_files(cache) == []
 
@@ -425,7 +427,7 @@ def test_missing_library_is_one_line(
     monkeypatch.setitem(sys.modules, module, None)  # import <module> -> ImportError
     for build in (
         lambda: load_causal_lm(str(target), precision="gguf-q4_0", emulated=True),
-        lambda: MuseLM.create_from_arg_obj({"pretrained": str(target), "precision": "gguf-q4_0"}),
+        lambda: muse_model({"pretrained": str(target), "precision": "gguf-q4_0"}),
     ):
         with pytest.raises(MuseQuantError) as err:
             build()
@@ -451,7 +453,8 @@ def test_torch_loader_refusals(target: Path, kwargs: dict, message: str, cache: 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"cache_typ": "f16"}, "cache_typ (did you mean 'cache_type'?) does not apply"),
+        ({"cache_typ": "f16"}, "unknown argument cache_typ (did you mean 'cache_type'?)"),
+        ({"truncation": "true"}, "truncation does not apply to a gguf precision on llama.cpp"),
         ({"compute_dtype": "bf16"}, "unknown option(s) compute_dtype; its options: cache_type"),
         ({"merge": "false"}, "merge=false (an adapter unmerged on a quantized base)"),
         ({"merge": "flase"}, "merge=flase: expected true or false"),
@@ -460,7 +463,7 @@ def test_torch_loader_refusals(target: Path, kwargs: dict, message: str, cache: 
 )
 def test_llama_cpp_model_refusals(target: Path, args: dict, message: str, cache: Path) -> None:
     with pytest.raises(MuseQuantError) as err:
-        MuseLM.create_from_arg_obj({"pretrained": str(target), "precision": "gguf-q4_0", **args})
+        muse_model({"pretrained": str(target), "precision": "gguf-q4_0", **args})
     assert message in one_line(err)
     assert cached_files(cache) == []
 

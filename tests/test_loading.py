@@ -18,7 +18,8 @@ from muse_run import one_line
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from harness_ext.errors import MuseQuantError
-from model_wrappers.loading import load_causal_lm, resolve_calibration
+from model_wrappers.calibration import resolve_calibration
+from model_wrappers.loading import load_causal_lm
 
 TARGETS = ["q_proj", "v_proj", "up_proj", "down_proj"]
 PROMPT = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]])

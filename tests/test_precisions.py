@@ -304,3 +304,13 @@ def test_emulated_metrics_match_real_kernels(name: str, target: Path, micro_worl
     for key in ("verbmem_f", "knowmem_f", "knowmem_r"):
         assert abs(real[key] - emulated[key]) <= 0.5, (key, real[key], emulated[key])
     assert abs(real["privleak"] - emulated["privleak"]) <= 0.5
+
+
+def test_the_board_reads_each_backend_s_bits_from_its_names() -> None:
+    """The board reads a precision's bits from its name (``harness_ext.precision_names``: it
+    imports no backend); every registered precision's own bits agree with that reading."""
+    from harness_ext.precision_names import bits_of
+
+    names = [n.format(bits=b, group=64) for n in known_precisions() for b in (3, 4, 8)]
+    for name in dict.fromkeys(names):
+        assert bits_of(name) == resolve_precision(name).bits, name

@@ -26,10 +26,12 @@ from muse_run import run_tasks
 from test_loading import logits, make_adapter
 from transformers import AutoModelForCausalLM
 
+import model_wrappers.muse_model as muse_model_module
 from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.auc import auc_forget_holdout
-from model_wrappers.loading import Checkpoint, load_causal_lm, open_checkpoint, reusing_checkpoints
-from model_wrappers.muse_lm import MuseLM
+from model_wrappers.checkpoints import Checkpoint
+from model_wrappers.loading import load_causal_lm
+from model_wrappers.opening import open_checkpoint, reusing_checkpoints
 from muse_quant.cli import main
 from muse_quant.sweep import (
     ModelSpec,
@@ -125,7 +127,7 @@ def swept(micro_world: Path, books: Path, tmp_path_factory: pytest.TempPathFacto
     with pytest.MonkeyPatch.context() as monkeypatch:
         counting(monkeypatch, Checkpoint, "open")  # check and hash a checkpoint's files
         counting(monkeypatch, AutoModelForCausalLM, "from_pretrained")  # read weights from disk
-        counting(monkeypatch, MuseLM, "create_from_arg_obj")  # build a model at a precision
+        counting(monkeypatch, muse_model_module, "build")  # build a model at a precision
         counting(monkeypatch, TaskSet, "build")  # build a corpus's lm-eval tasks
         paths = run_sweep(plan, plan.results, progress=False)
     assert [p.relative_to(plan.results).parts[:3] for p in paths] == SWEPT
@@ -173,7 +175,7 @@ def test_sweep_does_shared_work_once(swept: Path) -> None:
     assert WORK == {
         "Checkpoint.open": 2,
         "AutoModelForCausalLM.from_pretrained": 2,
-        "MuseLM.create_from_arg_obj": 4,
+        "model_wrappers.muse_model.build": 4,
         "TaskSet.build": 2,
     }
 

@@ -252,13 +252,14 @@ def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
 ) -> None:
     """PrivLeak's scoring batches never hold more than ``max_batch_tokens`` padded tokens (one
     text at least), and the statistics are those of one text per batch."""
-    from model_wrappers.muse_lm import MuseLM
+    from model_wrappers.muse_model import muse_model
 
     target = str(micro_world / "models" / "target")
     texts = json.loads((micro_world / "data" / "privleak" / "forget.json").read_text())[:12]
     stats, shapes = {}, {}
     for limit in (1, 600, 100000):
-        lm = MuseLM(pretrained=target, batch_size=64, device="cpu", max_batch_tokens=limit)
+        args = dict(pretrained=target, batch_size=64, device="cpu", max_batch_tokens=limit)
+        lm = muse_model(args)
         shapes[limit] = seen = []
         lm.model.register_forward_hook(lambda _m, args, _o, seen=seen: seen.append(args[0].shape))
         stats[limit] = lm.token_stats(texts, disable_tqdm=True)
@@ -272,10 +273,10 @@ def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
 
 
 def test_max_batch_tokens_must_be_a_positive_count(micro_world: Path) -> None:
-    from model_wrappers.muse_lm import MuseLM
+    from model_wrappers.muse_model import muse_model
 
-    with pytest.raises(MuseQuantError, match="max_batch_tokens=0: a positive number of tokens"):
-        MuseLM(pretrained=str(micro_world / "models" / "target"), max_batch_tokens="0")
+    with pytest.raises(MuseQuantError, match="max_batch_tokens=0: expected a positive whole"):
+        muse_model({"pretrained": str(micro_world / "models" / "target"), "max_batch_tokens": 0})
 
 
 def test_a_shared_prefix_is_found_and_the_padding_moved_after_it() -> None:

@@ -12,7 +12,6 @@ import argparse
 import atexit
 import gc
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,9 +19,13 @@ from collections.abc import Sequence
 from harness_ext import __version__
 from harness_ext.errors import MuseQuantError
 from muse_quant.cli import audit, demo, eval, leaderboard, sweep, toyworld, unlearn
+from muse_quant.threads import set_threads
 
 #: The subcommands, in the order ``--help`` lists them.
 COMMANDS = (toyworld, unlearn, demo, eval, sweep, audit, leaderboard)
+#: Subcommands that read their own arguments (``eval``: lm-eval's flags, and ``--threads`` among
+#: them) or run no model (``tasks-path``).
+OWN_PARSERS = ("eval", "tasks-path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,19 +43,42 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
+    for name, sub in subparsers.choices.items():
+        if name not in OWN_PARSERS:
+            _add_threads(sub)
     return parser
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on a subcommand's parser, or on each of its own subcommands'."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested:
+        for sub in nested[0].choices.values():
+            _add_threads(sub)
+        return
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads for torch (and llama.cpp); default: torch's own, one per core "
+        "(README: threads)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     """Turn SIGTERM into SystemExit so that builds and writes clean up their temporary files."""
     raise SystemExit(128 + signum)
-
-
-#: The thread policy of every command: torch (OpenMP) on one CPU thread unless
-#: ``OMP_NUM_THREADS`` says otherwise. On a small shared machine two OpenMP threads stall up to
-#: ~100x whenever another process holds a core, and the toy world's matmuls are too small to gain
-#: from more; set ``OMP_NUM_THREADS`` for a big CPU model on a machine of your own.
-DEFAULT_THREADS = "1"
 
 
 #: Loggers whose warnings are noise on a CPU machine: torchao (installed for the rtn precisions,
@@ -80,10 +106,6 @@ def _freeze_at_exit() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _freeze_at_exit()
-    if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = DEFAULT_THREADS  # read when torch loads
-        if "torch" in sys.modules:  # already loaded by a caller in this process
-            sys.modules["torch"].set_num_threads(int(DEFAULT_THREADS))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -93,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "threads", None) is not None:
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except MuseQuantError as e:
         print(f"muse-quant: error: {e}", file=sys.stderr)

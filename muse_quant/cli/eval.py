@@ -11,19 +11,22 @@ invocation) is not built. Before any model is loaded it rejects what would fail 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.evaluation import required_splits
 from harness_ext.files import check_writable
 from harness_ext.muse_data import CORPORA, load_split
-from muse_quant.lm_eval_patches import muse_task_manager
+from muse_quant.lm_eval_patches import git_hash_quietly, muse_task_manager
 from muse_quant.lm_eval_tasks import expand, muse_tasks, tasks_path
+from muse_quant.threads import set_threads
 
 MUSE_MODEL = "muse"
 
@@ -57,25 +60,44 @@ def run_tasks_path(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse with lm-eval's parser, check MUSE-specific input, then run lm-eval's ``run``."""
+    """Parse with lm-eval's parser, check every input and read the model request, then run
+    lm-eval's ``run`` with that request."""
     # lm-eval's command line and the muse model (torch, transformers) load slowly.
     from lm_eval._cli.run import Run
+    from lm_eval.config.evaluate_config import EvaluatorConfig
     from lm_eval.utils import setup_logging
 
-    from model_wrappers.muse_lm import check_arguments  # registers --model muse
+    from model_wrappers.model_arguments import parse_model_args
+    from model_wrappers.muse_model import prepared  # registers --model muse
+    from model_wrappers.request import read_request
 
-    parser = argparse.ArgumentParser(prog="muse-quant eval")
+    lm_eval_args = _take_threads(list(args.lm_eval_args))
+    if {"-h", "--help"} & set(lm_eval_args):
+        print(muse_help())  # then lm-eval's own help, below
+    parser = _OneLineErrors(prog="muse-quant eval")
     Run.create(parser.add_subparsers(dest="command"))
-    ns = parser.parse_args(["run", *args.lm_eval_args])
-    if ns.model == MUSE_MODEL:  # before lm-eval logs or loads anything
-        check_arguments(_model_args(ns.model_args))
+    ns = parser.parse_args(["run", *lm_eval_args])
+    pieces = _model_args_given(lm_eval_args)
+    if pieces and not pieces[0].lstrip().startswith("{"):  # key=value, not a JSON object
+        ns.model_args = parse_model_args(pieces)
+    _check_numbers(ns)
+    try:  # lm-eval's own checks of its flags and their combinations, before anything runs
+        cfg = EvaluatorConfig.from_cli(argparse.Namespace(**vars(ns)))
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise MuseQuantError(f"lm-eval: {e}") from None
     configs = muse_tasks()
     only_muse = _check(ns, configs)
     output = _output_folder(ns.output_path)
+    ready = contextlib.nullcontext()
+    if ns.model == MUSE_MODEL:  # read once, before lm-eval logs or loads anything
+        given = {"batch_size": cfg.batch_size, "max_batch_size": cfg.max_batch_size}
+        given["device"] = cfg.device
+        extra = {k: v for k, v in given.items() if v is not None}
+        ready = prepared(read_request({**(cfg.model_args or {}), **extra}))
     started = time.time()
     setup_logging()
     _log_to_current_stderr()
-    with muse_task_manager(include_defaults=not only_muse):
+    with ready, muse_task_manager(include_defaults=not only_muse), git_hash_quietly():
         ns.func(ns)
     # With several processes (torchrun, accelerate launch), rank 0 alone writes the results.
     writer = int(os.environ.get("RANK", "0")) == 0
@@ -85,6 +107,96 @@ def run(args: argparse.Namespace) -> int:
             "its warning above); nothing was written"
         )
     return 0
+
+
+def muse_help() -> str:
+    """What ``muse-quant eval --help`` says before lm-eval's help: the muse model, its
+    arguments, the precisions and the MUSE tasks."""
+    from model_wrappers.model_arguments import HELP
+    from model_wrappers.precisions import known_precisions
+    from model_wrappers.precisions.registry import precision_options_help
+
+    def rows(items: dict[str, str]) -> str:
+        return "\n".join(f"  {name:<18} {text}" for name, text in items.items())
+
+    configs = muse_tasks()
+    groups = sorted(n for n, c in configs.items() if "group" in c and n.startswith("muse_"))
+    leaves = sorted(n for n, c in configs.items() if "group" not in c and n.startswith("muse_"))
+    tasks = f"MUSE tasks (--tasks): groups {', '.join(groups)}; tasks {', '.join(leaves)}"
+    return f"""usage: muse-quant eval [--threads N] LM_EVAL_RUN_FLAGS...
+
+lm-eval's `run` with the muse model and the MUSE tasks registered: every lm-eval flag below
+works and means the same. Bad input is refused before any model loads.
+
+--model muse --model_args key=value,... (lm-eval's hf arguments, and these):
+{rows(HELP)}
+{textwrap.fill("precisions: " + ", ".join(known_precisions()), 96, subsequent_indent="  ")}
+precision options (model arguments too):
+{rows(precision_options_help())}
+
+{textwrap.fill(tasks, 96, subsequent_indent="  ")}
+task options (--metadata key=value): muse_data=FOLDER (a local MUSE data folder; default: the
+  hub's), privleak_k, privleak_auc_retrain
+--threads N: CPU threads for torch and llama.cpp (default: torch's own, one per core)
+
+Example:
+  muse-quant eval --model muse --model_args pretrained=RUN,precision=nf4 --tasks muse_news \\
+    --metadata muse_data=DATA --output_path results/
+
+lm-eval's flags:"""
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """lm-eval's parser, whose errors are one line (argparse prints its usage, then exits)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise MuseQuantError(f"{message} (muse-quant eval --help lists the flags)")
+
+
+def _take_threads(argv: list[str]) -> list[str]:
+    """``argv`` without ``--threads N`` (ours, not lm-eval's), which is applied now."""
+    for i, token in enumerate(argv):
+        name, eq, value = token.partition("=")
+        if name == "--threads":
+            given = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                threads = int(given)
+            except ValueError:
+                threads = 0
+            if threads < 1:
+                raise MuseQuantError(f"--threads {given!r}: a positive whole number of threads")
+            set_threads(threads)
+            return argv[:i] + argv[i + (1 if eq else 2) :]
+    return argv
+
+
+def _model_args_given(argv: list[str]) -> list[str]:
+    """The ``--model_args`` values as typed (lm-eval's parser merges repeats silently)."""
+    pieces: list[str] = []
+    taking = False
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if name in ("--model_args", "-a"):
+            taking = not eq
+            pieces += [value] if eq else []
+        elif token.startswith("-"):
+            taking = False
+        elif taking:
+            pieces.append(token)
+    return pieces
+
+
+def _check_numbers(ns: argparse.Namespace) -> None:
+    """The counts lm-eval takes as they come: ``--limit`` is a positive count or a fraction in
+    (0, 1]; ``--num_fewshot`` is not negative."""
+    limit = ns.limit
+    if limit is not None and not (limit > 0 and (limit <= 1 or float(limit).is_integer())):
+        raise MuseQuantError(
+            f"--limit {limit:g}: a positive number of documents per task, or a fraction in (0, 1]"
+        )
+    fewshot = getattr(ns, "num_fewshot", None)
+    if fewshot is not None and fewshot < 0:
+        raise MuseQuantError(f"--num_fewshot {fewshot}: expected 0 or more")
 
 
 def _log_to_current_stderr() -> None:
@@ -110,15 +222,6 @@ def _output_folder(output_path: str | None) -> Path | None:
 def _written_since(folder: Path, started: float) -> bool:
     """Whether lm-eval wrote a results file under ``folder`` during this run."""
     return any(p.stat().st_mtime >= started for p in folder.rglob("results_*.json"))
-
-
-def _model_args(given: Any) -> dict[str, Any]:
-    """``--model_args`` as lm-eval reads it: ``k=v,k=v`` or a JSON object."""
-    from lm_eval.utils import simple_parse_args_string  # loaded by run() already
-
-    if isinstance(given, dict):
-        return given
-    return simple_parse_args_string(given) if given else {}
 
 
 def _requested(ns: argparse.Namespace) -> list[str]:

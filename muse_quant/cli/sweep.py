@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     if args.executor or args.ray_address:
         plan = with_executor(plan, args.executor, args.ray_address)
+    if args.threads is not None:  # the command's --threads over the plan's threads:
+        plan = replace(plan, options=replace(plan.options, threads=args.threads))
     results = args.results or plan.results
     if results is None:
         raise MuseQuantError(f"plan {args.plan}: no results folder; add results: DIR or --results")

@@ -24,7 +24,7 @@ from harness_ext.muse_layout import split_path
 from harness_ext.results_layout import PLAN_RECORD_KIND, RESULTS_FILE
 from harness_ext.versions import library_versions
 from model_wrappers.checkpoints import PICKLE_SUFFIXES
-from model_wrappers.loading import open_checkpoint, with_calibration
+from model_wrappers.opening import open_checkpoint, with_calibration
 from model_wrappers.precisions import Precision
 from muse_quant.lm_eval_tasks import expand, muse_tasks
 from muse_quant.sweep.plan import HUB, Cell, Plan

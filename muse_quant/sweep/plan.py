@@ -19,7 +19,7 @@ import torch
 from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.muse_data import CORPORA
 from harness_ext.results_layout import LOCKS
-from model_wrappers.loading import check_device
+from model_wrappers.opening import check_device
 from model_wrappers.precisions import Precision, resolve_precision
 from muse_quant.sweep.names import check_label, check_precision_name, shown
 

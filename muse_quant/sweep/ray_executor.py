@@ -22,9 +22,9 @@ from typing import Any
 
 import ray
 
-from model_wrappers.loading import reusing_checkpoints
-from model_wrappers.muse_lm import MuseLM
-from muse_quant.lm_eval_patches import environment_report_once
+from model_wrappers.muse_model import muse_model
+from model_wrappers.opening import reusing_checkpoints
+from muse_quant.lm_eval_patches import environment_report_once, git_hash_quietly
 from muse_quant.sweep.cell import TaskSet, cell_lock, evaluate_cell
 from muse_quant.sweep.display import Display
 from muse_quant.sweep.keys import Job
@@ -52,7 +52,9 @@ def run_on_ray(jobs: list[Job], options: SweepOptions, display: Display) -> list
         + (f", dashboard http://{dashboard}" if dashboard else "")
     )
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_run_cell)
-    pending = {remote.options(**_resources(job)).remote(job, options): job for job in jobs}
+    pending = {
+        remote.options(**_resources(job, options)).remote(job, options): job for job in jobs
+    }
     failures = []
     try:
         with _ctrl_c_kept() as interrupted:
@@ -107,11 +109,13 @@ def _ctrl_c_kept() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _resources(job: Job) -> dict[str, Any]:
+def _resources(job: Job, options: SweepOptions) -> dict[str, Any]:
+    """What a cell asks Ray for: its precision's ``num_cpus`` (default: the plan's ``threads``,
+    else one) and ``num_gpus`` (default: one on a CUDA device)."""
     spec = job.cell.spec
     on_gpu = job.cell.device.startswith("cuda")
     return {
-        "num_cpus": spec.num_cpus if spec.num_cpus is not None else 1,
+        "num_cpus": spec.num_cpus if spec.num_cpus is not None else options.threads or 1,
         "num_gpus": spec.num_gpus if spec.num_gpus is not None else (1 if on_gpu else 0),
     }
 
@@ -121,8 +125,8 @@ def _run_cell(job: Job, options: SweepOptions) -> dict[str, Any]:
     it, and skipping it if that process finished it)."""
     import torch
 
-    threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
-    torch.set_num_threads(threads)
+    assigned = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+    torch.set_num_threads(options.threads or assigned)  # its share of the node
     started = time.perf_counter()
     _reuse_in_this_worker()
     with cell_lock(job, True, lambda _s: None):
@@ -131,7 +135,7 @@ def _run_cell(job: Job, options: SweepOptions) -> dict[str, Any]:
         key = (job.cell.corpus, job.tokenizer_id)
         if key not in _TASK_SETS:
             _TASK_SETS[key] = TaskSet.build(job.cell.corpus, job.metadata)
-        lm = MuseLM.create_from_arg_obj(
+        lm = muse_model(
             job.model_kwargs(), {"batch_size": options.batch_size, "device": job.cell.device}
         )
         evaluate_cell(job, lm, _TASK_SETS[key], options)
@@ -150,6 +154,7 @@ def _reuse_in_this_worker() -> contextlib.ExitStack:
     kept = contextlib.ExitStack()
     kept.enter_context(reusing_checkpoints())
     kept.enter_context(environment_report_once())
+    kept.enter_context(git_hash_quietly())
     return kept
 
 

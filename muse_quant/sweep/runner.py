@@ -25,9 +25,9 @@ from pathlib import Path
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_writable, write_text_atomic
 from harness_ext.results_layout import PLAN_RECORD, PRUNED
-from model_wrappers.loading import reusing_checkpoints
-from model_wrappers.muse_lm import MuseLM
-from muse_quant.lm_eval_patches import environment_report_once
+from model_wrappers.muse_model import muse_model
+from model_wrappers.opening import reusing_checkpoints
+from muse_quant.lm_eval_patches import environment_report_once, git_hash_quietly
 from muse_quant.sweep.cell import TaskSet, cell_lock, evaluate_cell
 from muse_quant.sweep.display import LOG_FILE, Display
 from muse_quant.sweep.keys import (
@@ -39,6 +39,7 @@ from muse_quant.sweep.keys import (
     stale_cells,
 )
 from muse_quant.sweep.plan import Plan, SweepOptions
+from muse_quant.threads import set_threads
 
 
 def run_sweep(
@@ -60,7 +61,7 @@ def run_sweep(
     adds to another plan's folder (``replace_others=False``).
     """
     results_dir = Path(results_dir).resolve()
-    with reusing_checkpoints(), environment_report_once():
+    with reusing_checkpoints(), environment_report_once(), git_hash_quietly():
         jobs = plan_jobs(plan, results_dir)
         for job in jobs:
             check_cell_folder(job)
@@ -96,6 +97,8 @@ def run_sweep(
                         f"run the sweep again to retry them: {'; '.join(failed)}"
                     )
                 return [job.path for job in jobs]
+            if plan.options.threads is not None:  # one cell at a time: all of them for it
+                set_threads(plan.options.threads)
             task_sets: dict[tuple[str, str], TaskSet] = {}
             # Cells another process holds are left to it, then waited for: run here only if
             # that process ended without finishing them.
@@ -137,7 +140,7 @@ def _run_group(
             if key not in task_sets:
                 task_sets[key] = TaskSet.build(job.cell.corpus, job.metadata)
             if lm is None:
-                lm = MuseLM.create_from_arg_obj(
+                lm = muse_model(
                     job.model_kwargs(),
                     {"batch_size": options.batch_size, "device": job.cell.device},
                 )

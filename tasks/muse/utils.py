@@ -7,6 +7,9 @@ from typing import Any
 from lm_eval.api.task import ConfigurableTask
 
 from harness_ext import evaluation
+from harness_ext.errors import one_line_when_uncaught
+
+one_line_when_uncaught()  # plain lm_eval: our input errors as one line, exit 2
 
 
 def muse_dataset(**kwargs: Any) -> Any:

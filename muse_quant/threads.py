@@ -1,0 +1,27 @@
+"""The thread policy of every command, stated once.
+
+A command alone on a machine uses torch's own default (one thread per core, or
+``OMP_NUM_THREADS`` when set). ``--threads N`` (every subcommand) and a plan's ``threads: N``
+set it instead, for torch in this process and for the processes it starts (their OpenMP reads
+``OMP_NUM_THREADS`` when torch loads). Work that runs side by side takes its share: the Ray
+executor gives each cell the CPUs Ray assigned it, the zoo one thread per run (one run per
+core), the toy world's training one thread (so that a seed gives the same weights on any
+machine). The tests pin one thread per pytest worker themselves (Makefile).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: The environment variables OpenMP and MKL read when a process loads torch.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads from now on, here and in the processes started from here."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # already loaded (a caller, a test): tell it too
+        torch.set_num_threads(threads)
