@@ -1,7 +1,7 @@
 """Benchmark: the demo's sweep on the local executor vs Ray with two one-thread workers, one run.
 
-The demo's 60 cells (target, retrain and the zoo's ten runs x fp32, int8, nf4, fp4, gptq-w4g128 on
-the tiny world's news data) are swept twice from scratch into two results folders, each in a
+The demo's 84 cells (target, retrain and the zoo's 12 runs x the demo's six precisions on the
+tiny world's news data) are swept twice from scratch into two results folders, each in a
 fresh ``muse-quant sweep`` process: ``--executor local`` (one cell after another on one thread)
 and ``--executor ray --ray-address auto`` on a Ray cluster of this machine started with two
 CPUs (``ray start --head --num-cpus 2``: two workers of one thread). GPTQ

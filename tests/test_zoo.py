@@ -74,7 +74,7 @@ def codes(run: Path) -> dict[str, float]:
     return {k: v["overall"] for k, v in record.items()}
 
 
-def test_zoo_has_eight_runs_and_two_controls_with_their_records(
+def test_zoo_has_its_runs_and_controls_with_their_records(
     zoo: Path, micro_world, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = json.loads((zoo / "manifest.json").read_text())

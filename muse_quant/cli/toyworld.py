@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--scale",
         choices=list(SCALES),
         default="default",
-        help="tiny (tests and the demo, about a minute) or default (bigger); default: %(default)s",
+        help="micro (the tests' world, under a minute), tiny (the demo's, about two minutes) or "
+        "default (bigger); default: %(default)s",
     )
     build.add_argument(
         "--out",
@@ -41,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=run_build)
     zoo = sub.add_parser(
         "zoo",
-        help="unlearn the world's forget set ten ways (GA/NPO x GDR/KLR x full/LoRA, SURE, "
-        "quantization-aware), cached",
+        help="unlearn the world's forget set: 12 runs (GA/NPO x GDR/KLR x full/LoRA, SURE, "
+        "quantization-aware, two NF4-confined controls), cached",
         description=(
             "Build (or reuse) the toy world, then its method zoo: GA+GDR, GA+KLR, NPO+GDR, "
             "NPO+KLR, each as full fine-tuning and as LoRA, and NPO+GDR with SURE and trained "
