@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from harness_ext.errors import MuseQuantError
+from model_wrappers.adapters import Adapter
 from model_wrappers.calibration import resolve_calibration
-from model_wrappers.checkpoints import Adapter, Checkpoint
+from model_wrappers.checkpoints import Checkpoint
 from model_wrappers.precisions import Precision
 
 
