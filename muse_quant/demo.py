@@ -25,7 +25,7 @@ from leaderboards.render.board_files import render_all
 from leaderboards.render.console import format_summary
 from leaderboards.robustness import Board, compute_board
 from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, model_verdict
-from leaderboards.write import check_report_folder, is_board_folder, write_folder
+from leaderboards.write import check_board_folder, check_report_folder, write_folder
 from model_wrappers.precisions import resolve_precision
 from model_wrappers.precisions.gguf import GGUF, GGUF_INSTALL
 from model_wrappers.precisions.gptq import GPTQ
@@ -205,11 +205,7 @@ def _check_out(out: Path) -> None:
         raise MuseQuantError(f"--out {out}: not a folder")
     for name in AUDITED:
         check_report_folder(out / AUDITS / name)
-    board = out / BOARD
-    if board.exists() and not (board.is_dir() and is_board_folder(board)):
-        raise MuseQuantError(
-            f"--out {out}: {board} is not a leaderboard muse-quant wrote; choose another --out"
-        )
+    check_board_folder(out / BOARD, out / RESULTS)
 
 
 @contextlib.contextmanager

@@ -84,8 +84,9 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 #: Loggers whose warnings are noise on a CPU machine: torchao (installed for the rtn precisions,
 #: and imported by transformers whenever it is installed, so in every command) tries to load its
 #: CUDA and other-Python kernels and warns for each, and registers enums that torch's pytree
-#: module warns about.
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+#: module warns about; bitsandbytes warns on import that its optional CPU 4-bit kernel library
+#: is missing (it then uses its torch one).
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes")
 
 
 def _freeze_at_exit() -> None:
