@@ -151,6 +151,11 @@ def read_request(args: Mapping[str, Any]) -> ModelRequest:
         allow_other_base=flags["allow_other_base"],
     )
     if not isinstance(precision, Precision):
+        if calibration is not None and not spec.family.calibrated:
+            raise MuseQuantError(
+                f"--model_args calibration={calibration}: {spec.name} uses no calibration "
+                "texts (GPTQ and AWQ precisions do); drop it"
+            )
         spec = with_calibration(spec, calibration, opened.weights.folder)
     return ModelRequest(
         pretrained=pretrained, precision=spec, opened=opened, device=device, lm_args=given,

@@ -180,6 +180,22 @@ def parse_dtype(value: Any) -> str:
     return _DTYPES[text]
 
 
+def open_fraction(value: Any) -> float:
+    """A number strictly between 0 and 1 (a dampening, a share)."""
+    number = float(value)
+    if not 0.0 < number < 1.0:
+        raise ValueError("expected a number between 0 and 1")
+    return number
+
+
+def non_negative(value: Any) -> float:
+    """A finite number of at least 0 (a threshold)."""
+    number = float(value)
+    if not 0.0 <= number < float("inf"):
+        raise ValueError("expected a finite number of at least 0")
+    return number
+
+
 def positive_int(value: Any) -> int:
     number = int(value)
     if number <= 0:

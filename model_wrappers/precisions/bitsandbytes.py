@@ -21,6 +21,7 @@ from model_wrappers.precisions.base import (
     Precision,
     Source,
     entry,
+    non_negative,
     parse_bool,
 )
 
@@ -49,7 +50,9 @@ BNB4_OPTIONS = {
     "compute_dtype": COMPUTE_DTYPE,
 }
 INT8_OPTIONS = {
-    "threshold": Option(6.0, float, "LLM.int8 outlier threshold; 0 disables the fp16 outliers"),
+    "threshold": Option(
+        6.0, non_negative, "LLM.int8 outlier threshold; 0 disables the fp16 outliers"
+    ),
 }
 
 

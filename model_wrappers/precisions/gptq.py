@@ -21,6 +21,7 @@ from model_wrappers.precisions.base import (
     Precision,
     Source,
     entry,
+    open_fraction,
     parse_bool,
     positive_int,
 )
@@ -56,7 +57,7 @@ GPTQ = Family("gptqmodel", _gptq_dequantize, calibrated=True)
 GPTQ_OPTIONS = {
     "sym": Option(True, parse_bool, "symmetric quantization grid"),
     "desc_act": Option(False, parse_bool, "quantize columns by decreasing activation order"),
-    "damp_percent": Option(0.05, float, "Hessian dampening"),
+    "damp_percent": Option(0.05, open_fraction, "Hessian dampening, in (0, 1)"),
     "calibration_size": Option(256, positive_int, "at most this many calibration texts"),
     "compute_dtype": COMPUTE_DTYPE,
     "backend": Option("torch", _parse_backend, "gptqmodel kernel"),

@@ -29,6 +29,8 @@ from muse_quant.lm_eval_tasks import expand, muse_tasks, tasks_path
 from muse_quant.threads import set_threads
 
 MUSE_MODEL = "muse"
+#: Model arguments lm-eval sets from its own flags, over what ``--model_args`` says.
+LM_EVAL_FLAGS = ("batch_size", "max_batch_size", "device")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
     if pieces and not pieces[0].lstrip().startswith("{"):  # key=value, not a JSON object
         ns.model_args = parse_model_args(pieces)
     _check_numbers(ns)
+    for name in LM_EVAL_FLAGS:  # lm-eval's flag (or its default) would win silently
+        if name in (ns.model_args or {}):
+            raise MuseQuantError(
+                f"--model_args {name}=: give lm-eval's --{name} instead (it overrides the model "
+                "argument)"
+            )
+    if getattr(ns, "device", None) is None and not _cuda_available():
+        ns.device = "cpu"  # lm-eval's default is cuda:0, which this machine has not
     try:  # lm-eval's own checks of its flags and their combinations, before anything runs
         cfg = EvaluatorConfig.from_cli(argparse.Namespace(**vars(ns)))
     except (ValueError, TypeError, FileNotFoundError) as e:
@@ -184,6 +194,12 @@ def _model_args_given(argv: list[str]) -> list[str]:
         elif taking:
             pieces.append(token)
     return pieces
+
+
+def _cuda_available() -> bool:
+    import torch  # loaded with the muse model already
+
+    return torch.cuda.is_available()
 
 
 def _check_numbers(ns: argparse.Namespace) -> None:
