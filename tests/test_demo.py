@@ -145,7 +145,7 @@ def test_a_killed_run_resumes(demo: tuple[Path, str]) -> None:
     ("case", "flags", "message"),
     [
         ("out_is_a_file", ["--precisions", "fp32"], "not a folder"),
-        ("foreign_board", ["--precisions", "fp32"], "is not a leaderboard muse-quant wrote"),
+        ("foreign_board", ["--precisions", "fp32"], "is not a muse-quant leaderboard folder"),
         ("no_full_precision", ["--precisions", "nf4,fp4"], "include a full precision"),
         ("unknown_precision", ["--precisions", "fp32,nf5"], "nf5"),
     ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -158,15 +159,15 @@ def test_quant_aware_run_saves_full_precision_weights_whose_nf4_model_forgot(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"salient_fraction": 0.0}, "salient-fraction 0.0: a fraction of the block linears"),
-        ({"salient_fraction": 1.5}, "salient-fraction 1.5: a fraction of the block linears"),
+        ({"salient_fraction": 0.0}, "salient-fraction 0.0: must be in (0, 1] (a fraction of"),
+        ({"salient_fraction": 1.5}, "salient-fraction 1.5: must be in (0, 1] (a fraction of"),
         ({"quant_aware": "int3"}, "unknown quant-aware scheme 'int3'; choose one of nf4"),
         ({"mode": "lora", "salient_fraction": 0.5}, "--salient-fraction is for --mode full"),
         ({"mode": "lora", "quant_aware": "nf4"}, "--quant-aware is for --mode full"),
     ],
 )
 def test_bad_robust_options_are_refused(change: dict, message: str) -> None:
-    with pytest.raises(MuseQuantError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(MuseQuantError, match=re.escape(message)):
         UnlearnConfig(**change)
 
 
