@@ -7,17 +7,19 @@ from typing import Any
 
 import torch
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
+from muse_quant.progress import step_progress
 
 
 class LossProgress(TrainerCallback):
-    """One tqdm bar over the steps, showing the latest forget and retain terms."""
+    """Progress over the steps (a bar on a terminal, a few plain lines elsewhere), showing the
+    latest forget and retain terms."""
+
     def __init__(self, history: list[tuple[float, float]], total: int, desc: str) -> None:
         self.history = history
-        self.bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+        self.bar = step_progress(total, desc)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         forget, retain = self.history[-1]

@@ -24,6 +24,7 @@ from harness_ext.files import file_hashes, staged_dir
 from harness_ext.versions import library_versions
 from model_wrappers.codes import changed_codes
 from model_wrappers.precisions import quantized_linear_names
+from muse_quant.progress import library_bars_on_terminal_only
 from muse_quant.unlearning.callbacks import ForgetCheck, LossProgress
 from muse_quant.unlearning.config import UnlearnConfig
 from muse_quant.unlearning.data import (
@@ -55,6 +56,11 @@ def unlearn(
     Bad inputs are refused before any work (:func:`.inputs.check_inputs`)."""
     out, data = Path(out), Path(data)
     check_inputs(str(target), data, out, config, overwrite)
+    with library_bars_on_terminal_only():  # transformers' load and save bars, off a terminal
+        return _unlearn(str(target), data, config, out, progress)
+
+
+def _unlearn(target: str, data: Path, config: UnlearnConfig, out: Path, progress: bool) -> Path:
     started = time.time()
     tokenizer = _tokenizer(str(target))
     dataset = load_forget_retain(
