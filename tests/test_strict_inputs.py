@@ -570,3 +570,35 @@ def test_the_longest_label_and_threads_pass_the_plan_check(micro_world: Path, tm
     plan = plan_from_dict(plan_with(micro_world, "x" * 255, threads=4), tmp_path)
     assert plan.options.threads == 4 and len(plan.cells()) == 4
     assert plan_from_dict(plan_with(micro_world), tmp_path).options.threads is None
+
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ("{label: m, role: method, pretrained: T}\nprecisions: [fp32]", "precisions"),  # top
+        ("{label: m, role: method, role: target, pretrained: T}", "role"),  # a model
+        ("{label: m, role: method, pretrained: T, precisions: "
+         "[{name: nf4, emulated: true, emulated: false}]}", "emulated"),  # a precision entry
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_in_a_plan_is_refused_not_overridden(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, entry: str, key: str
+) -> None:
+    """PyYAML keeps the last of repeated keys silently; a plan says what it runs only once."""
+    import yaml
+
+    from muse_quant.sweep.strict_yaml import load_strict
+
+    data = plan_with(micro_world)
+    models = data.pop("models")
+    text = yaml.safe_dump(data) + "models:\n" + "".join(
+        f"  - {json.dumps(m)}\n" for m in models
+    )  # fmt: skip
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text + "  - " + entry.replace("T}", f"{micro_world / 'models/target'}}}"))
+    refused(capsys, ["sweep", str(plan), "--results", str(tmp_path / "results")],
+            f"key '{key}' is given twice in one mapping")  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.yaml"]
+    # a YAML merge key's values may still be overridden: that is no repeat
+    assert load_strict("a: &o {b: 1}\nc: {<<: *o, b: 2}\n") == {"a": {"b": 1}, "c": {"b": 2}}

@@ -35,6 +35,7 @@ from muse_quant.sweep.plan import (
     SweepOptions,
     executor_name,
 )
+from muse_quant.sweep.strict_yaml import load_strict
 
 PLAN_KEYS = ("results", "corpora", "precisions", "options", "models")
 MODEL_KEYS = (
@@ -67,7 +68,7 @@ def load_plan(path: str | Path) -> Plan:
     except (OSError, UnicodeDecodeError) as e:
         raise MuseQuantError(f"{where}: cannot read it ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_strict(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"line {mark.line + 1}: " if mark is not None else ""
