@@ -16,6 +16,18 @@ import sys
 
 #: The environment variables OpenMP and MKL read when a process loads torch.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: The most threads a command or a plan may ask for: far beyond any machine's cores, and below
+#: what makes OpenMP fail to start its threads (``--threads 100000`` crashed torch with SIGSEGV).
+MAX_THREADS = 1024
+
+
+def thread_count_problem(threads: object) -> str | None:
+    """Why ``threads`` is not a thread count (a whole number in [1, MAX_THREADS]), or None."""
+    if type(threads) is not int or threads < 1:
+        return "a positive whole number of threads"
+    if threads > MAX_THREADS:
+        return f"at most {MAX_THREADS} threads (more than any machine has cores)"
+    return None
 
 
 def set_threads(threads: int) -> None:

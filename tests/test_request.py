@@ -130,6 +130,7 @@ BAD_EVAL = [
     (["pretrained=TARGET"], ["--limit", "2.5"], "--limit 2.5"),
     (["pretrained=TARGET"], ["--threads", "0"], "--threads '0'"),
     (["pretrained=TARGET"], ["--threads", "many"], "--threads 'many'"),
+    (["pretrained=TARGET"], ["--threads", "100000000"], "'100000000': at most 1024 threads"),
     (["pretrained=TARGET"], ["--num_fewshot", "-1"], "--num_fewshot -1"),
     (["pretrained=TARGET"], ["--predict_only"], "Specify --output_path"),
     (["pretrained=TARGET"], ["--limit", "many"], "argument --limit/-L: invalid float value"),

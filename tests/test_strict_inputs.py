@@ -537,8 +537,9 @@ def plan_with(world: Path, label: str = "target", **options: object) -> dict:
         ({"label": "a b"}, "a label is a folder name"),
         ({"precisions": ["rtn-w4g" + "1" * 240]}, "more than the 236"),
         ({"precisions": [{"name": "nf4", "calibration": "news"}]}, "nf4 takes no calibration"),
-        ({"threads": 0}, "threads=0: a positive integer"),
-        ({"threads": -2}, "threads=-2: a positive integer"),
+        ({"threads": 0}, "threads=0: a positive whole number"),
+        ({"threads": -2}, "threads=-2: a positive whole number"),
+        ({"threads": 100_000_000}, "threads=100000000: at most 1024 threads"),
         ({"threads": True}, "options: threads: expected int, got bool"),
         ({"threads": "4"}, "options: threads: expected int, got str"),
         ({"threads": 1.5}, "options: threads: expected int, got float"),
@@ -602,3 +603,15 @@ def test_a_key_given_twice_in_a_plan_is_refused_not_overridden(
     assert [p.name for p in tmp_path.iterdir()] == ["plan.yaml"]
     # a YAML merge key's values may still be overridden: that is no repeat
     assert load_strict("a: &o {b: 1}\nc: {<<: *o, b: 2}\n") == {"a": {"b": 1}, "c": {"b": 2}}
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "sweep", "toyworld build", "eval"])
+def test_threads_beyond_any_machine_are_refused_before_torch_starts_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: str
+) -> None:
+    """torch crashed (SIGSEGV) when OpenMP could not start 10**8 threads."""
+    argv = [*command.split(), "--threads", "100000000"]
+    argv += {"leaderboard": [str(tmp_path), "--out", str(tmp_path / "b")],
+             "sweep": [str(tmp_path / "plan.yaml")], "toyworld build": [], "eval": []}[command]
+    refused(capsys, argv, "'100000000': at most 1024 threads")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

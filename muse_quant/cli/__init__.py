@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from harness_ext import __version__
 from harness_ext.errors import MuseQuantError
 from muse_quant.cli import audit, demo, eval, leaderboard, sweep, toyworld, unlearn
-from muse_quant.threads import set_threads
+from muse_quant.threads import set_threads, thread_count_problem
 
 #: The subcommands, in the order ``--help`` lists them.
 COMMANDS = (toyworld, unlearn, demo, eval, sweep, audit, leaderboard)
@@ -58,21 +58,22 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
         return
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         metavar="N",
         help="CPU threads for torch (and llama.cpp); default: torch's own, one per core "
         "(README: threads)",
     )
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
+def thread_count(text: str) -> int:
+    """argparse type of ``--threads``: a whole number in [1, MAX_THREADS]."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    problem = thread_count_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return value
 
 

@@ -26,7 +26,7 @@ from harness_ext.files import check_writable
 from harness_ext.muse_data import CORPORA, load_split
 from muse_quant.lm_eval_patches import git_hash_quietly, muse_task_manager
 from muse_quant.lm_eval_tasks import expand, muse_tasks, tasks_path
-from muse_quant.threads import set_threads
+from muse_quant.threads import set_threads, thread_count_problem
 
 MUSE_MODEL = "muse"
 #: Model arguments lm-eval sets from its own flags, over what ``--model_args`` says.
@@ -173,8 +173,9 @@ def _take_threads(argv: list[str]) -> list[str]:
                 threads = int(given)
             except ValueError:
                 threads = 0
-            if threads < 1:
-                raise MuseQuantError(f"--threads {given!r}: a positive whole number of threads")
+            problem = thread_count_problem(threads)
+            if problem:
+                raise MuseQuantError(f"--threads {given!r}: {problem}")
             set_threads(threads)
             return argv[:i] + argv[i + (1 if eq else 2) :]
     return argv

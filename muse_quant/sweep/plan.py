@@ -22,6 +22,7 @@ from harness_ext.results_layout import LOCKS
 from model_wrappers.opening import check_device
 from model_wrappers.precisions import Precision, resolve_precision
 from muse_quant.sweep.names import check_label, check_precision_name, shown
+from muse_quant.threads import thread_count_problem
 
 ROLES = ("target", "retrain", "method")
 #: A corpus value that reads MUSE's pinned hub dataset instead of a local folder.
@@ -101,10 +102,11 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         threads = self.threads
-        if threads is not None and (type(threads) is not int or threads < 1):
+        problem = None if threads is None else thread_count_problem(threads)
+        if problem:
             raise MuseQuantError(
-                f"options: threads={threads!r}: a positive integer (CPU threads per cell), or "
-                "leave it out for the process's own setting"
+                f"options: threads={threads!r}: {problem} per cell, or leave it out for the "
+                "process's own setting"
             )
 
     @property
