@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
@@ -74,6 +74,27 @@ def check_writable(out: Path, flag: str = "--out") -> None:
                 f"{flag} {out}: cannot write in {folder} ({e.strerror or e}); choose a "
                 "writable folder"
             ) from None
+
+
+def check_apart(
+    out: Path, flag: str, inputs: Iterable[tuple[str, object]], *, holding: bool = False
+) -> None:
+    """Refuse an output folder that is, or lies inside, a folder it reads (``inputs``: each
+    ``(what the user calls it, its path or None)``; hub ids and files are skipped), and with
+    ``holding`` one that holds an input folder: its files would land among the checkpoint's
+    or the data's (and a toy world that finds files it did not write rebuilds itself)."""
+    output = Path(out).expanduser().absolute().resolve()
+    for name, given in inputs:
+        folder = Path(str(given)).expanduser() if given else None
+        if folder is None or not folder.is_dir():
+            continue
+        folder = folder.resolve()
+        if output.is_relative_to(folder) or (holding and folder.is_relative_to(output)):
+            where = ("is" if output == folder else "is inside" if output.is_relative_to(folder)
+                     else "holds")  # fmt: skip
+            raise MuseQuantError(
+                f"{flag} {out} {where} {name} {given}; write outside the models and data it reads"
+            )
 
 
 # --------------------------------------------------------------------------- atomic files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -93,7 +94,8 @@ def test_a_sweep_resolves_each_cell_once(
             "corpora": {"news": str(micro_world / "data")},
             "models": [
                 {
-                    "label": "target", "role": "target",
+                    "label": "target",
+                    "role": "target",
                     "pretrained": str(micro_world / "models" / "target"),
                 }
             ],
@@ -157,6 +159,53 @@ def test_bad_eval_input_is_one_line_before_any_work(
     assert err[-1].startswith("muse-quant: error: ") and expected in err[-1], err
     assert not any("Traceback" in line for line in err)
     assert written_files(out) == []
+
+
+@pytest.mark.parametrize("inside", ["models/target", "data/out", "models/target/out"])
+def test_results_inside_the_model_or_data_read_are_refused(
+    micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture, inside: str
+) -> None:
+    """lm-eval would write its results among the checkpoint's or the data's files (a toy world
+    finding files it did not write then rebuilds itself); a sweep's results folder likewise."""
+    import yaml
+
+    world = tmp_path / "world"  # a copy: a write that got through must not touch the fixture
+    shutil.copytree(micro_world, world, ignore=shutil.ignore_patterns("pretrain"))
+    before = sorted(world.rglob("*"))
+    argv = [
+        "eval",
+        "--model",
+        "muse",
+        "--tasks",
+        "muse_news_knowmem_r",
+        "--device",
+        "cpu",
+        "--model_args",
+        f"pretrained={world / 'models/target'}",
+        "--metadata",
+        f"muse_data={world / 'data'}",
+        "--output_path",
+        str(world / inside),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "write outside the models and data it reads" in err[0], err
+    plan = {
+        "corpora": {"news": str(world / "data")},
+        "precisions": ["fp32"],
+        "options": {"device": "cpu"},
+        "results": str(world / inside),
+        "models": [
+            {"label": "target", "role": "target", "pretrained": str(world / "models/target")},
+            {"label": "retrain", "role": "retrain", "pretrained": str(world / "models/retrain")},
+        ],
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    for results in (world / inside, world):  # inside an input, or holding one
+        assert main(["sweep", str(tmp_path / "plan.yaml"), "--results", str(results)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "write outside the models and data it reads" in err[0], err
+    assert sorted(world.rglob("*")) == before
 
 
 def test_parse_model_args_refuses_repeats_and_reads_values_as_lm_eval_does() -> None:

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.evaluation import required_splits
-from harness_ext.files import check_writable
+from harness_ext.files import check_apart, check_writable
 from harness_ext.muse_data import CORPORA, load_split
 from muse_quant.lm_eval_patches import git_hash_quietly, muse_task_manager
 from muse_quant.lm_eval_tasks import expand, muse_tasks, tasks_path
@@ -31,6 +31,8 @@ from muse_quant.threads import set_threads, thread_count_problem
 MUSE_MODEL = "muse"
 #: Model arguments lm-eval sets from its own flags, over what ``--model_args`` says.
 LM_EVAL_FLAGS = ("batch_size", "max_batch_size", "device")
+#: Model arguments and metadata that name folders the run reads.
+INPUTS = ("pretrained", "adapter", "peft", "tokenizer", "calibration", "muse_data")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     configs = muse_tasks()
     only_muse = _check(ns, configs)
     output = _output_folder(ns.output_path)
+    if output is not None:  # lm-eval would write its results among the model's or data's files
+        read = {**(cfg.model_args or {}), **(ns.metadata or {})}
+        check_apart(output, "--output_path", [(f"{k}=", read.get(k)) for k in INPUTS])
     ready = contextlib.nullcontext()
     if ns.model == MUSE_MODEL:  # read once, before lm-eval logs or loads anything
         given = {"batch_size": cfg.batch_size, "max_batch_size": cfg.max_batch_size}

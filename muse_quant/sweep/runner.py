@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
-from harness_ext.files import check_writable, write_text_atomic
+from harness_ext.files import check_apart, check_writable, write_text_atomic
 from harness_ext.results_layout import PLAN_RECORD, PRUNED
 from model_wrappers.muse_model import muse_model
 from model_wrappers.opening import reusing_checkpoints
@@ -38,7 +38,7 @@ from muse_quant.sweep.keys import (
     plan_record,
     stale_cells,
 )
-from muse_quant.sweep.plan import Plan, SweepOptions
+from muse_quant.sweep.plan import HUB, Plan, SweepOptions
 from muse_quant.threads import set_threads
 
 
@@ -73,7 +73,7 @@ def run_sweep(
                 f"method {held.get('method')!r}, another cell key); it is not overwritten: "
                 "choose another results folder, or pass that run's method"
             )
-        _make_results_dir(results_dir)
+        _make_results_dir(results_dir, plan)
         stale = stale_cells(results_dir, jobs) if replace_others else []
         if prune:
             stale = _prune(results_dir, stale)
@@ -170,7 +170,14 @@ def _prune(results_dir: Path, stale: list[Path]) -> list[Path]:
     return []
 
 
-def _make_results_dir(results_dir: Path) -> None:
-    """Probe the folder before any cell runs, then create it."""
+def _make_results_dir(results_dir: Path, plan: Plan) -> None:
+    """Probe the folder before any cell runs (writable, apart from every folder the plan
+    reads), then create it."""
     check_writable(results_dir, "results folder")
+    specs = [p for m in plan.models for p in m.precisions or ()] + list(plan.precisions)
+    inputs = [(f"corpus {name}", folder) for name, folder in plan.corpora.items() if folder != HUB]
+    inputs += [(f"{what} of model {m.label}", getattr(m, what)) for m in plan.models
+               for what in ("pretrained", "adapter")]  # fmt: skip
+    inputs += [(f"calibration of {p.name}", p.calibration) for p in specs]
+    check_apart(results_dir, "results folder", inputs, holding=True)
     results_dir.mkdir(parents=True, exist_ok=True)
