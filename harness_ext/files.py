@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -125,6 +126,16 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- staged folders
+
+
+#: The hidden siblings :func:`staged_dir` fills and retires: ``.<name>.building-XXXXXXXX`` (not
+#: yet published, maybe complete) and ``.<name>.old-PID`` (being replaced).
+STAGING = re.compile(r"^\..+\.(?:building|old)-\w+$")
+
+
+def is_staging(name: str) -> bool:
+    """Whether a folder name is one of :func:`staged_dir`'s unpublished siblings."""
+    return STAGING.match(name) is not None
 
 
 @contextlib.contextmanager

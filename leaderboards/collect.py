@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness_ext.doc_scores import DOC_SCORES_FILE
 from harness_ext.errors import MuseQuantError
+from harness_ext.files import is_staging
 from harness_ext.results_layout import PLAN_RECORD, PLAN_RECORD_KIND, PRUNED
 from leaderboards.consistency import check_consistent
 from leaderboards.results_file import (
@@ -40,12 +41,14 @@ class Collection:
 def find_results_files(results_dir: Path, exclude: Path | None = None) -> list[Path]:
     """``**/*.json`` under the folder (hidden folders included: lm-eval names its output folder
     after the model path, ``.cache__...`` for a model under ``.cache``), except under
-    ``exclude``, the board's own folder when it sits inside the results folder."""
+    ``exclude``, the board's own folder when it sits inside the results folder, and in a cell a
+    sweep has not published (a staging folder, complete or not, left by a killed sweep)."""
     paths = sorted(
         p
         for p in results_dir.rglob("*.json")
         if p.name not in (DOC_SCORES_FILE, PLAN_RECORD)
-        and PRUNED not in p.relative_to(results_dir).parts
+        and PRUNED not in (parts := p.relative_to(results_dir).parts)
+        and not any(is_staging(part) for part in parts[:-1])
     )
     if exclude is None:
         return paths

@@ -11,6 +11,7 @@ import copy
 import csv
 import io
 import json
+import shutil
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -635,3 +636,21 @@ def test_page_renders_sorts_and_shows_hostile_labels_as_text(tmp_path: Path) -> 
     assert dialogs == [] and errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
+
+
+def test_a_cell_a_killed_sweep_did_not_publish_is_not_read(world_dir: Path) -> None:
+    """A complete staging copy (``.nf4.building-*``: the sweep died before renaming it) and a
+    retired one (``.nf4.old-PID``) of a cell are no results: the board reads the published
+    cells only, as if the copies were not there."""
+    before = collect_results(world_dir)
+    cell = world_dir / "reverts" / "news" / "nf4"
+    assert cell.is_dir()
+    for name in (".nf4.building-k2j4h1xz", ".nf4.old-4242"):
+        staged = cell.with_name(name)
+        shutil.copytree(cell, staged)
+        data = json.loads((staged / "results.json").read_text())
+        data["results"]["muse_news_verbmem_f"]["verbmem_f,none"] = 99.0
+        (staged / "results.json").write_text(json.dumps(data))
+    after = collect_results(world_dir)
+    assert after.files == before.files
+    assert after.rows == before.rows
