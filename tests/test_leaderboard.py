@@ -11,9 +11,9 @@ import copy
 import csv
 import io
 import json
-import shutil
 import os
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
