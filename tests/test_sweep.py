@@ -361,6 +361,16 @@ def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:
         "int8 emulated": (good | {"precisions": ["int8"]}, "emulated=true cannot reproduce"),
         "missing data": (good | {"corpora": {"news": "/no/such/data"}}, "no such folder"),
         "bad YAML": ("models: [unclosed\n", "not valid YAML"),
+        "empty results": (good | {"results": ""}, "results: empty"),
+        "empty adapter": (
+            good | {"models": [target, retrain, target | {"label": "m", "role": "method",
+                                                          "adapter": " "}]},
+            "adapter: empty",
+        ),
+        "merge without adapter": (
+            good | {"models": [target, retrain | {"merge": False}]},
+            "merge says how an adapter is applied",
+        ),
     }
 
 
@@ -368,7 +378,7 @@ def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:
     "mistake",
     ["unknown precision", "duplicate precision", "same model twice", "missing model path",
      "unknown role", "unknown corpus", "adapter without base", "two targets", "int8 emulated",
-     "missing data", "bad YAML"],
+     "missing data", "bad YAML", "empty results", "empty adapter", "merge without adapter"],
 )  # fmt: skip
 def test_bad_plan_is_one_line_and_writes_nothing(
     mistake: str, micro_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

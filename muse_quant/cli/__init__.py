@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from harness_ext import __version__
 from harness_ext.errors import MuseQuantError
@@ -28,8 +29,16 @@ COMMANDS = (toyworld, unlearn, demo, eval, sweep, audit, leaderboard)
 OWN_PARSERS = ("eval", "tasks-path")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``muse-quant CMD: error: ...``) and exit 2,
+    without the usage block; ``--help`` says the rest. Subcommands' parsers are of this class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="muse-quant",
         description=(
             "Does LLM unlearning survive quantization? MUSE metrics as lm-eval tasks, "

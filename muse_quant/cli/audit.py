@@ -13,8 +13,14 @@ from muse_quant.cli.leaderboard import folder_path
 
 
 def precision_list(text: str) -> tuple[str, ...]:
-    """``--precisions fp32, nf4`` -> ``("fp32", "nf4")``."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+    """``--precisions fp32, nf4`` -> ``("fp32", "nf4")``; an empty item (``fp32,,nf4``, a
+    trailing comma) is an error, not skipped: it is usually a name lost in editing."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has an empty item; give comma-separated precision names, e.g. fp32,nf4"
+        )
+    return names
 
 
 EXAMPLE = """\

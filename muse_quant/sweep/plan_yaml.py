@@ -162,6 +162,10 @@ def _model(data: Any, where: str, base: Path) -> ModelSpec:
     ):
         raise MuseQuantError(f"{where}: corpora must be a list of corpus names")
     precisions = data.get("precisions")
+    if "merge" in data and adapter is None:
+        raise MuseQuantError(
+            f"{where}: merge says how an adapter is applied, and this model has none; drop it"
+        )
     return ModelSpec(
         label=label,
         role=_typed(data.get("role"), str, f"{where}: role") or "",
@@ -263,7 +267,10 @@ def _mapping(data: Any, where: str, allowed: tuple[str, ...] | None = None) -> d
 
 
 def _typed(value: Any, kind: type, where: str) -> Any:
-    """``value`` if it is None or of ``kind`` (a bool is not an int here), else an error."""
+    """``value`` if it is None or of ``kind`` (a bool is not an int here; a text is not empty:
+    ``results: ''`` would mean the plan's own folder), else an error."""
+    if isinstance(value, str) and not value.strip():
+        raise MuseQuantError(f"{where}: empty; give a value or leave the key out")
     if value is None or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
         return value
     raise MuseQuantError(f"{where}: expected {kind.__name__}, got {_kind(value)} {value!r}")
