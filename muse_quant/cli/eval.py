@@ -284,4 +284,15 @@ def _check(ns: argparse.Namespace, configs: dict[str, dict[str, Any]]) -> bool:
         for kind in kinds.values():
             for config, split in required_splits(kind["muse_task"]):
                 load_split(kind["muse_corpus"], config, split, str(data))
-    return all(n in configs for n in names)
+    only_muse = all(n in configs for n in names)
+    if leaves and getattr(ns, "apply_chat_template", None):
+        raise MuseQuantError(
+            "--apply_chat_template rewrites the prompts MUSE defines (raw text continuations), "
+            "so the scores would not be MUSE's; run the MUSE tasks without it"
+        )
+    if only_muse and getattr(ns, "num_fewshot", None):
+        raise MuseQuantError(
+            f"--num_fewshot {ns.num_fewshot}: the MUSE tasks take no few-shot examples (KnowMem's "
+            "prompt carries MUSE's own in-context pairs); drop it"
+        )
+    return only_muse
