@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.files import check_apart
 from harness_ext.precision_names import REFERENCE_PRECISIONS
 from leaderboards.audit import Audit, AuditOptions, audit_results
 from leaderboards.write import check_report_folder, write_report
@@ -136,17 +137,23 @@ def check_request(request: AuditRequest) -> None:
     _check_outputs_outside_inputs(request)
 
 
+#: The folders an audit reads.
+INPUT_FLAGS = ("model", "adapter", "target", "retrain", "data")
+
+
 def _check_outputs_outside_inputs(request: AuditRequest) -> None:
-    """The report and the results go outside every folder the audit reads."""
+    """The report and the results go outside every folder the audit reads, and the report not
+    among the cells (a board of the results would read it)."""
+    inputs = [(f"--{name}", getattr(request, name)) for name in INPUT_FLAGS]
     for flag, output in (("--out", request.out), ("--results", request.results_dir)):
-        for name in ("model", "adapter", "target", "retrain", "data"):
-            given = getattr(request, name)
-            folder = Path(given).expanduser() if given else None
-            if folder and folder.is_dir() and output.resolve().is_relative_to(folder.resolve()):
-                raise MuseQuantError(
-                    f"{flag} {output} is inside --{name} {given}; write the audit outside the "
-                    "models and data it reads"
-                )
+        check_apart(output, flag, inputs)
+    out, results = request.out.absolute().resolve(), request.results_dir.absolute().resolve()
+    if out.is_relative_to(results):
+        raise MuseQuantError(
+            f"--out {request.out} is {'' if out == results else 'inside '}the results folder "
+            f"{request.results_dir}; put the report elsewhere (by default the results go in "
+            "OUT/results)"
+        )
 
 
 def run_audit(request: AuditRequest, *, progress: bool = True) -> Audit:

@@ -18,7 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness_ext.cache import cache_root
 from harness_ext.errors import MuseQuantError
+from harness_ext.files import check_apart
 from leaderboards.audit import REPORT_MARKDOWN, audit_results
 from leaderboards.collect import Collection, collect_results
 from leaderboards.render.board_files import render_all
@@ -203,6 +205,8 @@ def _check_out(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise MuseQuantError(f"--out {out}: not a folder")
+    # Inside the cache the demo's files would land in a world or zoo it reads and checks.
+    check_apart(out, "--out", [("the muse-quant cache", cache_root())])
     for name in AUDITED:
         check_report_folder(out / AUDITS / name)
     check_board_folder(out / BOARD, out / RESULTS)

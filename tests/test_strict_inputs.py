@@ -506,6 +506,18 @@ def test_audit_writes_nothing_inside_what_it_reads(
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("where", ["results", "results/report"])
+def test_an_audit_report_is_not_put_among_its_cells(
+    micro_world: Path, candidate: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    where: str,
+) -> None:  # fmt: skip
+    out, results = tmp_path / where, tmp_path / "results"
+    argv = audit_args(micro_world, candidate, out, "--results", str(results))
+    before = tree(tmp_path)
+    refused(capsys, argv, f"--out {out} is", "the results folder")
+    assert tree(tmp_path) == before
+
+
 def test_a_corrupt_adapter_config_is_reported_as_not_json(
     micro_world: Path, lora: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -626,3 +638,21 @@ def test_an_empty_item_in_a_precision_list_is_refused(
         argv += ["--model", "m", "--target", "t", "--retrain", "r", "--data", "d"]
     refused(capsys, argv, "argument --precisions: 'fp32,,nf4' has an empty item")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_demo_and_the_zoo_write_outside_what_they_read(
+    micro_world: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A demo --out inside the cache, or a zoo --out inside its world, would put files among a
+    world's checked ones (which then rebuilds itself): refused, nothing written."""
+    from harness_ext.cache import cache_root
+
+    before = sorted(micro_world.rglob("*"))
+    inside = cache_root() / "demo-out-refused"
+    demo = ["demo", "--scale", "micro", "--out", str(inside)]
+    refused(capsys, demo, "is inside the muse-quant cache")
+    assert not inside.exists()
+    zoo = micro_world / "zoo"
+    refused(capsys, ["toyworld", "zoo", "--world", str(micro_world), "--out", str(zoo)],
+            "is inside the world")  # fmt: skip
+    assert sorted(micro_world.rglob("*")) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness_ext.files import check_apart
 from muse_quant.toyworld.config import SCALES
 from muse_quant.toyworld.report import format_report, format_zoo
 
@@ -75,6 +76,8 @@ def run_zoo(args: argparse.Namespace) -> int:
     from muse_quant.toyworld.zoo import build_zoo
 
     world = Path(args.world) if args.world else build_world(scale=args.scale)
+    if args.out:  # a zoo written into its world would change the world's checked files
+        check_apart(Path(args.out), "--out", [("the world", world)])
     zoo = build_zoo(world, Path(args.out) if args.out else None)
     print(format_zoo(zoo))
     return 0
