@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness_ext.errors import MuseQuantError
+from harness_ext.errors import MuseQuantError, did_you_mean
 from model_wrappers.calibration import Calibration
 from model_wrappers.precisions import awq, bitsandbytes, fp8, full, gguf, gptq, hqq, torchao
 from model_wrappers.precisions.base import Built, Entry, Precision, Source
@@ -90,7 +90,8 @@ def resolve_precision(
             entry.codes,
         )  # fmt: skip
     raise MuseQuantError(
-        f"unknown precision {name!r}; known: {', '.join(known_precisions())} "
+        f"unknown precision {name!r}{did_you_mean(name, known_precisions())}; known: "
+        f"{', '.join(known_precisions())} "
         "(bits and group size are read from gptq-/rtn-/hqq- names, e.g. gptq-w4g128, rtn-w8g64)"
     )
 
