@@ -335,7 +335,9 @@ def bad_plans(world: Path) -> dict[str, tuple[dict | str, str]]:
     good = plan_data(world)
     target, retrain = good["models"]
     return {
-        "unknown precision": (good | {"precisions": ["fp32", "nf5"]}, "unknown precision 'nf5' (did you mean 'nf4'?)"),
+        "unknown precision": (
+            good | {"precisions": ["fp32", "nf5"]}, "unknown precision 'nf5' (did you mean 'nf4'?)"
+        ),
         "duplicate precision": (good | {"precisions": ["fp32", "fp32"]}, "duplicate cell"),
         "same model twice": (
             good | {"models": [target, retrain, target | {"label": "t2", "role": "method"}]},
