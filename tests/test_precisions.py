@@ -63,7 +63,7 @@ def test_names_parse_by_pattern() -> None:
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        ("int3", {}, "unknown precision 'int3'; known: fp32, bf16"),
+        ("int3", {}, "unknown precision 'int3' (did you mean 'int8'?); known: fp32, bf16"),
         ("nf4", {"blocksize": "32"}, "unknown option(s) blocksize"),
         ("nf4", {"double_quant": "maybe"}, "double_quant=maybe: expected true or false"),
         ("gptq-w4g128", {"compute_dtype": "int8"}, "compute_dtype=int8: expected one of"),
