@@ -30,6 +30,19 @@ def thread_count_problem(threads: object) -> str | None:
     return None
 
 
+def parse_threads(text: str) -> int:
+    """``--threads TEXT`` as a thread count, or a ValueError saying why it is not one."""
+    try:
+        threads: object = int(text)
+    except ValueError:
+        threads = None
+    problem = thread_count_problem(threads)
+    if problem:
+        raise ValueError(f"{text!r}: {problem}")
+    assert isinstance(threads, int)
+    return threads
+
+
 def set_threads(threads: int) -> None:
     """Use ``threads`` CPU threads from now on, here and in the processes started from here."""
     for name in THREAD_VARIABLES:

@@ -20,7 +20,7 @@ from typing import NoReturn
 from harness_ext import __version__
 from harness_ext.errors import MuseQuantError
 from muse_quant.cli import audit, demo, eval, leaderboard, sweep, toyworld, unlearn
-from muse_quant.threads import set_threads, thread_count_problem
+from muse_quant.threads import parse_threads, set_threads
 
 #: The subcommands, in the order ``--help`` lists them.
 COMMANDS = (toyworld, unlearn, demo, eval, sweep, audit, leaderboard)
@@ -75,15 +75,11 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 
 
 def thread_count(text: str) -> int:
-    """argparse type of ``--threads``: a whole number in [1, MAX_THREADS]."""
+    """argparse type of ``--threads`` (:func:`muse_quant.threads.parse_threads`)."""
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    problem = thread_count_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
-    return value
+        return parse_threads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -26,7 +26,7 @@ from harness_ext.files import check_apart, check_writable
 from harness_ext.muse_data import CORPORA, load_split
 from muse_quant.lm_eval_patches import git_hash_quietly, muse_task_manager
 from muse_quant.lm_eval_tasks import expand, muse_tasks, tasks_path
-from muse_quant.threads import set_threads, thread_count_problem
+from muse_quant.threads import parse_threads, set_threads
 
 MUSE_MODEL = "muse"
 #: Model arguments lm-eval sets from its own flags, over what ``--model_args`` says.
@@ -175,13 +175,9 @@ def _take_threads(argv: list[str]) -> list[str]:
         if name == "--threads":
             given = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
             try:
-                threads = int(given)
-            except ValueError:
-                threads = 0
-            problem = thread_count_problem(threads)
-            if problem:
-                raise MuseQuantError(f"--threads {given!r}: {problem}")
-            set_threads(threads)
+                set_threads(parse_threads(given))
+            except ValueError as e:
+                raise MuseQuantError(f"--threads {e}") from None
             return argv[:i] + argv[i + (1 if eq else 2) :]
     return argv
 
