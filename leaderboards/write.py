@@ -21,7 +21,7 @@ from harness_ext.files import check_writable, staged_dir, write_text_atomic
 from leaderboards.audit import GENERATOR as AUDIT_GENERATOR
 from leaderboards.audit import REPORT_FILES, REPORT_JSON, Audit
 from leaderboards.render.audit_report import render_report
-from leaderboards.render.board_layout import MODEL_INDEX_DIR, is_board_file
+from leaderboards.render.board_layout import is_board_file, is_board_folder_path
 from leaderboards.render.json_board import GENERATOR, JSON_NAME
 
 
@@ -39,11 +39,13 @@ def is_board_folder(folder: Path) -> bool:
 
 
 def _not_board_files(folder: Path, prefix: str = "") -> list[str]:
-    """What a board folder holds besides a board's own files (relative paths, sorted)."""
+    """What a board folder holds besides a board's own files (relative paths, sorted): the
+    folders a board writes (``model-index/``, ``hub/<label>/.eval_results/``) are looked into,
+    never followed through a link."""
     others = []
     for entry in sorted(folder.iterdir()):
         relative = prefix + entry.name
-        if not prefix and relative == MODEL_INDEX_DIR and entry.is_dir() and not entry.is_symlink():
+        if is_board_folder_path(relative) and entry.is_dir() and not entry.is_symlink():
             others += _not_board_files(entry, f"{relative}/")
         elif not (entry.is_file() and is_board_file(relative)):
             others.append(relative)

@@ -411,10 +411,11 @@ def test_cli_writes_every_file_and_prints_a_summary(
     code, stdout, _ = run_cli(capsys, world_dir, "--out", out)
     assert code == 0
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert names == [
+    assert names == sorted([
         "index.html", "leaderboard.csv", "leaderboard.json", "leaderboard.md",
-        *sorted(f"model-index/{label}.yaml" for label in WORLD),
-    ]  # fmt: skip
+        *(f"model-index/{label}.yaml" for label in WORLD),
+        *(f"hub/{m}/.eval_results/muse_news_{p}.yaml" for m, (_, c) in WORLD.items() for p in c),
+    ])  # fmt: skip
     assert f"leaderboard written to {out}" in stdout
     ranking = [line.split()[:2] for line in stdout.splitlines() if re.match(r"\s+\d+\s", line)]
     assert ranking[0] == ["1", "steady"] and ranking[-1] == ["6", "tie_a"]

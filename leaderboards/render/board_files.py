@@ -5,6 +5,7 @@ from __future__ import annotations
 from leaderboards.render.board_layout import CSV_NAME, HTML_NAME, MARKDOWN_NAME, MODEL_INDEX_DIR
 from leaderboards.render.csv_table import render_csv
 from leaderboards.render.html_page import render_html
+from leaderboards.render.hub_results import render_hub_results
 from leaderboards.render.json_board import JSON_NAME, render_json
 from leaderboards.render.markdown import render_markdown
 from leaderboards.render.model_index import render_model_index
@@ -23,4 +24,5 @@ def render_all(board: Board) -> dict[str, str]:
     }
     for name, text in render_model_index(board).items():
         files[f"{MODEL_INDEX_DIR}/{name}"] = text
+    files.update(render_hub_results(board))
     return files
