@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.muse_layout import LAYOUT, read_split
+from model_wrappers.progress import PlainProgress
 from muse_quant.cli import main
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
-from muse_quant.progress import PlainProgress
 from muse_quant.toyworld import build
 from muse_quant.toyworld.build import build_world
 from muse_quant.toyworld.config import TrainPhase, config_for

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError
+from model_wrappers.batching import pad_batch
 from model_wrappers.codes import changed_codes, codes, confine_to_nf4_bins
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions.bitsandbytes import nf4_codes
-from muse_quant.batching import pad_batch
 from muse_quant.cli import main
 from muse_quant.unlearning.config import UnlearnConfig
 from muse_quant.unlearning.data import load_forget_retain

@@ -14,9 +14,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.errors import MuseQuantError
+from model_wrappers.batching import pad_batch
 from model_wrappers.loading import load_causal_lm
 from model_wrappers.precisions import quantized_linear_names
-from muse_quant.batching import pad_batch
 from muse_quant.cli import main
 from muse_quant.unlearning.config import UnlearnConfig
 from muse_quant.unlearning.data import load_forget_retain

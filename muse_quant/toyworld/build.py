@@ -24,8 +24,9 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_writable, staged_dir
 from harness_ext.muse_layout import read_split
 from harness_ext.versions import library_versions
+from model_wrappers.progress import library_bars_on_terminal_only
+from model_wrappers.training import train_causal_lm
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
-from muse_quant.progress import library_bars_on_terminal_only
 from muse_quant.toyworld.config import ToyWorldConfig, config_for
 from muse_quant.toyworld.corpus import (
     generate_corpus,
@@ -35,7 +36,7 @@ from muse_quant.toyworld.corpus import (
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
 from muse_quant.toyworld.report import reused_line
 from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
-from muse_quant.toyworld.training import new_llama, train_causal_lm
+from muse_quant.toyworld.training import new_llama
 
 MODEL_NAMES = ("base", "target", "retrain")
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from harness_ext.errors import MuseQuantError
+from model_wrappers.training import TrainPhase
 from muse_quant.toyworld.corpus import CorpusSizes
 
 #: Bump when the builder changes what a configuration produces, so stale caches rebuild.
@@ -27,17 +28,6 @@ class ModelShape:
     intermediate: int
     vocab: int
     context: int = 512
-
-
-@dataclass(frozen=True)
-class TrainPhase:
-    """One training phase (pretraining or a fine-tune): full-parameter AdamW."""
-
-    epochs: int
-    lr: float
-    batch_size: int = 16
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
 
 
 @dataclass(frozen=True)

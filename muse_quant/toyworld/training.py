@@ -1,20 +1,12 @@
-"""Full-parameter causal-LM training for the toy world: plain AdamW, seeded, with its progress
-(a bar on a terminal, a few lines elsewhere).
-
-Small enough that a hand-written loop is clearer than a Trainer: the data are a few hundred short
-texts, padded per batch; the loop is deterministic on CPU for a given seed and thread count.
-"""
+"""The toy world's models start here: a randomly initialised Llama of a given shape (trained by
+``model_wrappers.training``)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from muse_quant.batching import pad_batch
-from muse_quant.progress import step_progress
-from muse_quant.toyworld.config import ModelShape, TrainPhase
+from muse_quant.toyworld.config import ModelShape
 
 
 def new_llama(shape: ModelShape, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
@@ -34,57 +26,3 @@ def new_llama(shape: ModelShape, tokenizer: PreTrainedTokenizerFast, seed: int) 
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
-
-
-def _batches(ids: list[list[int]], batch_size: int, pad_id: int, gen: torch.Generator):
-    order = torch.randperm(len(ids), generator=gen).tolist()
-    for start in range(0, len(order), batch_size):
-        batch = pad_batch([ids[i] for i in order[start : start + batch_size]], pad_id)
-        yield batch["input_ids"], batch["attention_mask"], batch["labels"]
-
-
-def train_causal_lm(
-    model: LlamaForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
-    texts: list[str],
-    phase: TrainPhase,
-    seed: int,
-    desc: str,
-) -> float:
-    """Train on ``texts`` (BOS + text + EOS each); return the mean loss of the last epoch."""
-    ids = [tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
-    too_long = max(len(x) for x in ids)
-    if too_long > model.config.max_position_embeddings:
-        raise ValueError(f"a training text has {too_long} tokens, over the model's context")
-    steps_per_epoch = math.ceil(len(ids) / phase.batch_size)
-    total = steps_per_epoch * phase.epochs
-    optim = torch.optim.AdamW(model.parameters(), lr=phase.lr, weight_decay=phase.weight_decay)
-
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 10%
-        if step < phase.warmup_steps:
-            return (step + 1) / phase.warmup_steps
-        progress = (step - phase.warmup_steps) / max(1, total - phase.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    epoch_loss = float("nan")
-    with step_progress(total, desc) as bar:
-        for _ in range(phase.epochs):
-            losses = []
-            for input_ids, mask, labels in _batches(
-                ids, phase.batch_size, tokenizer.pad_token_id, gen
-            ):
-                loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optim.step()
-                sched.step()
-                optim.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            epoch_loss = sum(losses) / len(losses)
-    model.eval()
-    return epoch_loss

@@ -9,8 +9,8 @@ import torch
 from torch.nn.utils import parametrize
 from transformers import TrainerCallback
 
+from model_wrappers.progress import step_progress
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
-from muse_quant.progress import step_progress
 
 
 class LossProgress(TrainerCallback):

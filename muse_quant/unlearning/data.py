@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import sha256_file
 from harness_ext.muse_layout import read_split, split_path
-from muse_quant.batching import pad_batch
+from model_wrappers.batching import pad_batch
 
 
 def _texts(data: Path, split: str) -> list[str]:

@@ -24,7 +24,7 @@ from harness_ext.files import file_hashes, staged_dir
 from harness_ext.versions import library_versions
 from model_wrappers.codes import changed_codes
 from model_wrappers.precisions import quantized_linear_names
-from muse_quant.progress import library_bars_on_terminal_only
+from model_wrappers.progress import library_bars_on_terminal_only
 from muse_quant.unlearning.callbacks import ForgetCheck, LossProgress
 from muse_quant.unlearning.config import UnlearnConfig
 from muse_quant.unlearning.data import (
