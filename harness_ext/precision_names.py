@@ -21,6 +21,22 @@ REFERENCE_PRECISIONS = ("fp32", "bf16")
 #: torch dtype name -> precision name.
 DTYPE_PRECISIONS = {dtype: name for name, dtype in FULL_PRECISIONS.items()}
 
+#: The kinds of deployment step a name may put before its precision, joined by ``+``:
+#: ``wanda-50+nf4`` is Wanda pruning to 50% then NF4; ``relearn-forget-k10`` alone is relearning
+#: at fp32 (``model_wrappers/precisions/pruning.py`` and ``relearning.py`` define the steps).
+DEPLOYMENT_KINDS = ("magnitude", "wanda", "relearn")
+DEPLOYMENT_SEPARATOR = "+"
+
+
+def split_deployment(name: str) -> tuple[tuple[str, ...], str]:
+    """A name's deployment steps, in the order they apply, and the precision they end in
+    (``wanda-50+nf4`` -> (("wanda-50",), "nf4"); ``wanda-50`` -> (("wanda-50",), "fp32"))."""
+    parts = tuple(name.split(DEPLOYMENT_SEPARATOR))
+    if parts[-1].split("-")[0] in DEPLOYMENT_KINDS:
+        return parts, "fp32"
+    return parts[:-1], parts[-1]
+
+
 _GROUPED_BITS = re.compile(r"w(\d+)g\d+")
 #: A float format named by width, then its layout: ``fp8-e4m3`` is 8 bits, not 3.
 _FLOAT_BITS = re.compile(r"^fp(\d+)-")
@@ -31,7 +47,9 @@ _TRAILING_BITS = re.compile(r"(\d+)$")
 
 def bits_of(precision: str) -> int | None:
     """Weight bits a precision name says (``gptq-w4g128`` -> 4, ``int8`` -> 8, ``fp8-e4m3`` ->
-    8, ``gguf-q4_k_m`` -> 4), None if unsaid."""
+    8, ``gguf-q4_k_m`` -> 4; a deployment's, its precision's: ``wanda-50`` -> 32), None if
+    unsaid."""
+    precision = split_deployment(precision)[1]
     match = (
         _GROUPED_BITS.search(precision)
         or _FLOAT_BITS.search(precision)

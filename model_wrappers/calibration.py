@@ -60,13 +60,21 @@ def resolve_calibration(
     return Calibration(tuple(texts[:limit]), source)
 
 
+def toy_world_root(model_folder: Path) -> Path | None:
+    """The toy world a model lives in (its folder holds ``manifest.json``, ``pretrain/`` and
+    ``data/``), or None."""
+    for parent in list(model_folder.parents)[:4]:
+        if (parent / "pretrain" / "generic.json").is_file() and (
+            parent / "manifest.json"
+        ).is_file():
+            return parent
+    return None
+
+
 def _toy_world_generic(model_folder: Path) -> Path | None:
     """A toy world's generic pretraining texts, for a model inside that world."""
-    for parent in list(model_folder.parents)[:4]:
-        generic = parent / "pretrain" / "generic.json"
-        if generic.is_file() and (parent / "manifest.json").is_file():
-            return generic
-    return None
+    world = toy_world_root(model_folder)
+    return None if world is None else world / "pretrain" / "generic.json"
 
 
 def _calibration_from(spec: str) -> tuple[list[str], str]:

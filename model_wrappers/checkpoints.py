@@ -139,18 +139,7 @@ class Checkpoint:
                     **common,
                     **from_pretrained,
                 )
-            held = self._float32()
-            # A copy of the config: quantizing records its config in the one it is given.
-            model = type(held).from_pretrained(
-                None,
-                config=copy.deepcopy(held.config),
-                state_dict=held.state_dict(),
-                **common,
-                **from_pretrained,
-            )
-            model.config._name_or_path = held.config._name_or_path
-            model.generation_config = copy.deepcopy(held.generation_config)
-            return model
+            return from_held(self._float32(), **common, **from_pretrained)
         except MuseQuantError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -181,7 +170,27 @@ class Checkpoint:
         if self.adapter is None:
             yield str(self.folder)
             return
-        with tempfile.TemporaryDirectory(prefix="muse-quant-merged-") as tmp:
-            self._float32().save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(str(self.folder)).save_pretrained(tmp)
+        with written_folder(self._float32(), self.folder, "merged") as tmp:
             yield tmp
+
+
+def from_held(held: Any, **from_pretrained: Any) -> Any:
+    """A new model from weights held in memory, through ``from_pretrained`` (so a quantization
+    config applies as it does to a file's weights)."""
+    # A copy of the config: quantizing records its config in the one it is given.
+    model = type(held).from_pretrained(
+        None, config=copy.deepcopy(held.config), state_dict=held.state_dict(), **from_pretrained
+    )
+    model.config._name_or_path = held.config._name_or_path
+    model.generation_config = copy.deepcopy(held.generation_config)
+    return model
+
+
+@contextlib.contextmanager
+def written_folder(model: Any, folder: Path, what: str) -> Iterator[str]:
+    """A temporary checkpoint folder holding ``model`` and the tokenizer of ``folder``, for
+    libraries that read files themselves (GPTQ, llama.cpp's writer)."""
+    with tempfile.TemporaryDirectory(prefix=f"muse-quant-{what}-") as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(tmp)
+        yield tmp

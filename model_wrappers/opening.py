@@ -26,7 +26,7 @@ def with_calibration(
     precision: Precision, calibration: list[str] | str | None, model_folder: Path
 ) -> Precision:
     """``precision`` with its calibration texts resolved, if its library is calibrated."""
-    if not precision.family.calibrated:
+    if not precision.calibrated:
         return precision
     limit = precision.options.get("calibration_size")
     texts = resolve_calibration(calibration, model_folder, limit)

@@ -86,11 +86,14 @@ def provenance_record(
     precision: dict[str, Any],
     library: dict[str, Any],
     device: str,
+    deployment: list[dict[str, Any]] | None = None,
     model: nn.Module | None = None,
     weight_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """The provenance dict of one loaded model (JSON-able); ``weight_bytes`` for a model that
-    is not a torch module (llama.cpp holds a GGUF file's tensors), else counted from ``model``."""
+    """The provenance dict of one loaded model (JSON-able); ``deployment``: what each deployment
+    step did (pruning's sparsity per layer, relearning's documents); ``weight_bytes`` for a model
+    that is not a torch module (llama.cpp holds a GGUF file's tensors), else counted from
+    ``model``."""
     return {
         "pretrained": pretrained,
         "weights_sha256": weights,
@@ -104,6 +107,7 @@ def provenance_record(
             "procedure": MERGE_PROCEDURES[merge],
         },
         "precision": {**precision, "library_config": library},
+        **({"deployment": deployment} if deployment is not None else {}),
         "libraries": library_versions(),
         "device": device_description(device),
         "resident_weight_bytes": weight_bytes if model is None else resident_weight_bytes(model),

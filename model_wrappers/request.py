@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from model_wrappers.model_arguments import (
 )
 from model_wrappers.opening import OpenedCheckpoint, check_device, open_checkpoint, with_calibration
 from model_wrappers.precisions import Precision, all_precision_options, resolve_precision
+from model_wrappers.precisions.deployed import DeployedSource
 from model_wrappers.provenance import provenance_record
 
 
@@ -69,6 +70,7 @@ class ModelRequest:
         ``weight_bytes=``, the bytes the runtime holds)."""
         assert self.precision is not None and self.opened is not None
         lora = self.opened.adapter
+        source = self.opened.source
         return provenance_record(
             pretrained=self.pretrained,
             weights=self.opened.weights.files,
@@ -79,6 +81,7 @@ class ModelRequest:
             precision=self.precision.describe(),
             library=library,
             device=self.device,
+            deployment=source.records if isinstance(source, DeployedSource) else None,
             **measured,
         )
 
@@ -151,12 +154,14 @@ def read_request(args: Mapping[str, Any]) -> ModelRequest:
         allow_other_base=flags["allow_other_base"],
     )
     if not isinstance(precision, Precision):
-        if calibration is not None and not spec.family.calibrated:
+        if calibration is not None and not spec.calibrated:
             raise MuseQuantError(
                 f"--model_args calibration={calibration}: {spec.name} uses no calibration "
                 "texts (GPTQ and AWQ precisions do); drop it"
             )
         spec = with_calibration(spec, calibration, opened.weights.folder)
+    if spec.deployments:  # every runtime builds from the deployed weights
+        opened = replace(opened, source=DeployedSource(opened.source, spec))
     return ModelRequest(
         pretrained=pretrained, precision=spec, opened=opened, device=device, lm_args=given,
         accelerator=accelerator, **common,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from harness_ext.precision_names import split_deployment
 from model_wrappers.calibration import Calibration
 
 
@@ -83,6 +84,20 @@ class Precision:
     #: Weight bits (of most block weights for a llama.cpp mix such as q4_k_m).
     bits: int | None = None
     codes: Codes | None = field(default=None, compare=False, repr=False)
+    #: What a deployment does to the float32 weights before they are quantized, in order
+    #: (pruning, relearning): the steps a name such as ``wanda-50+nf4`` puts before its precision.
+    deployments: tuple[Deployment, ...] = ()
+
+    @property
+    def quantization(self) -> str:
+        """The name without its deployment steps: what the backend builds (``nf4`` of
+        ``wanda-50+nf4``, ``fp32`` of ``wanda-50``)."""
+        return split_deployment(self.name)[1]
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether building it needs calibration texts (GPTQ, AWQ, Wanda)."""
+        return self.family.calibrated or any(step.calibrated for step in self.deployments)
 
     @property
     def runtime(self) -> str:
@@ -102,7 +117,77 @@ class Precision:
             "options": dict(self.options),
             "emulated": self.emulated,
             "calibration": self.calibration.describe() if self.calibration else None,
-        }
+        } | ({"deployments": [d.describe() for d in self.deployments]} if self.deployments else {})
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a deployment step may read besides the model: the checkpoint folder (config and
+    tokenizer, and where a toy world keeps its data), the weights' identity before this step
+    (a cache key), and the precision's calibration texts."""
+
+    folder: Path
+    digest: str
+    calibration: Calibration | None
+    device: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A resolved deployment step (``wanda-50``, ``relearn-forget-k10``): it changes a float32
+    model in place and says what it did (JSON-able)."""
+
+    name: str
+    kind: str
+    #: From the name: numbers as ints (``sparsity``, ``steps``), words as strings (``kind``).
+    params: dict[str, Any]
+    options: dict[str, Any]
+    apply: Callable[[nn.Module, Deployment, StepContext], dict[str, Any]] = field(
+        compare=False, repr=False
+    )
+    calibrated: bool = False
+    #: Checks, before any weight is read, that the step can run on the checkpoint in this
+    #: folder (relearning's data and slice); raises a one-line error.
+    check_folder: Callable[[Deployment, Path], None] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "params": dict(self.params),
+                "options": dict(self.options)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """A deployment step's names (a regex whose named groups are int parameters), its function
+    and options; listed in a step module's ``STEPS``."""
+
+    pattern: re.Pattern[str]
+    apply: Callable[[nn.Module, Deployment, StepContext], dict[str, Any]]
+    kind: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+    example: str = ""
+    calibrated: bool = False
+    #: What is wrong with the parameters a name gives (``3of2``), or None.
+    check: Callable[[dict[str, Any]], str | None] | None = None
+    check_folder: Callable[[Deployment, Path], None] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        pattern: str,
+        apply: Callable[[nn.Module, Deployment, StepContext], dict[str, Any]],
+        kind: str,
+        options: Mapping[str, Option] | None = None,
+        example: str = "",
+        calibrated: bool = False,
+        check: Callable[[dict[str, Any]], str | None] | None = None,
+        check_folder: Callable[[Deployment, Path], None] | None = None,
+    ) -> StepEntry:
+        """A step: ``pattern`` is a regex whose named groups are its parameters (numbers become
+        ints)."""
+        return cls(re.compile(pattern), apply, kind, dict(options or {}), example or pattern,
+                   calibrated, check, check_folder)  # fmt: skip
 
 
 #: What a precision function returns: the model, and what the library did (JSON-able).
@@ -144,8 +229,6 @@ def entry(
         re.compile(pattern), build, family, dict(options or {}), example or pattern, not_emulable,
         bits, codes,
     )  # fmt: skip
-
-
 
 
 # --------------------------------------------------------------------------- option parsers
@@ -204,4 +287,3 @@ def positive_int(value: Any) -> int:
 
 
 COMPUTE_DTYPE = Option("float32", parse_dtype, "dtype of activations and matmuls")
-

@@ -14,7 +14,7 @@ FULL = Family("torch")
 
 
 def load_full(source: Source, precision: Precision) -> Built:
-    dtype = FULL_PRECISIONS[precision.name]
+    dtype = FULL_PRECISIONS[precision.quantization]
     return source.load(dtype=getattr(torch, dtype)), {"dtype": dtype}
 
 

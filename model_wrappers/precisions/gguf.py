@@ -81,7 +81,7 @@ GGUF_OPTIONS = {
 
 
 def gguf_type(precision: Precision) -> str:
-    return precision.name.removeprefix("gguf-")
+    return precision.quantization.removeprefix("gguf-")
 
 
 def gguf_file(source: Source, precision: Precision) -> tuple[Path, dict[str, Any]]:

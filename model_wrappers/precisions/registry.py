@@ -16,9 +16,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness_ext.errors import MuseQuantError, did_you_mean
+from harness_ext.precision_names import split_deployment
 from model_wrappers.calibration import Calibration
-from model_wrappers.precisions import awq, bitsandbytes, fp8, full, gguf, gptq, hqq, torchao
-from model_wrappers.precisions.base import Built, Entry, Precision, Source
+from model_wrappers.precisions import (
+    awq,
+    bitsandbytes,
+    fp8,
+    full,
+    gguf,
+    gptq,
+    hqq,
+    pruning,
+    relearning,
+    torchao,
+)
+from model_wrappers.precisions.base import (
+    Built,
+    Deployment,
+    Entry,
+    Option,
+    Precision,
+    Source,
+    StepEntry,
+)
+from model_wrappers.precisions.deployed import DeployedSource
 from model_wrappers.precisions.emulation import emulate
 
 #: The dispatch order: full precision (fp32, bf16, fp16), bitsandbytes (int8, nf4, fp4), GPTQ
@@ -29,19 +50,62 @@ BACKENDS = (full, bitsandbytes, gptq, torchao, fp8, hqq, gguf, awq)
 
 REGISTRY: tuple[Entry, ...] = tuple(e for backend in BACKENDS for e in backend.PRECISIONS)
 
+#: The deployment steps a name may put before its precision, joined by ``+`` (``wanda-50+nf4``),
+#: matched in this order: pruning (magnitude-{sparsity}, magnitude-{n}of{m}, wanda-{sparsity},
+#: wanda-{n}of{m}), relearning (relearn-{forget,retain}-k{steps}).
+DEPLOYMENT_STEPS = (pruning, relearning)
+
+STEP_REGISTRY: tuple[StepEntry, ...] = tuple(e for module in DEPLOYMENT_STEPS for e in module.STEPS)
+
 
 def known_precisions() -> list[str]:
-    return [e.example for e in REGISTRY]
+    """An example name of every precision, then of every deployment step."""
+    return [e.example for e in REGISTRY] + [e.example for e in STEP_REGISTRY]
+
+
+def _declared() -> list[Mapping[str, Option]]:
+    return [e.options for e in REGISTRY] + [e.options for e in STEP_REGISTRY]
 
 
 def precision_options_help() -> dict[str, str]:
-    """Every precision option and what it means (``muse-quant eval --help``)."""
-    return {key: option.help for entry in REGISTRY for key, option in entry.options.items()}
+    """Every precision and deployment option and what it means (``muse-quant eval --help``)."""
+    return {key: option.help for options in _declared() for key, option in options.items()}
 
 
 def all_precision_options() -> set[str]:
-    """Every option name some precision accepts (model arguments to route to the loader)."""
-    return {key for entry in REGISTRY for key in entry.options}
+    """Every option name some precision or deployment step accepts (model arguments to route to
+    the loader)."""
+    return {key for options in _declared() for key in options}
+
+
+def _parsed(name: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option ``declared`` takes, parsed from ``given`` or its default."""
+    resolved = {}
+    for key, opt in declared.items():
+        try:
+            resolved[key] = opt.parse(given.get(key, opt.default))
+        except (TypeError, ValueError) as e:
+            raise MuseQuantError(f"precision {name}: option {key}={given[key]}: {e}") from None
+    return resolved
+
+
+def _step(name: str, step: str, options: Mapping[str, Any]) -> Deployment:
+    for entry in STEP_REGISTRY:
+        match = entry.pattern.fullmatch(step)
+        if match is not None:
+            params = {k: int(v) if v.isdigit() else v for k, v in match.groupdict().items()}
+            problem = entry.check(params) if entry.check else None
+            if problem:
+                raise MuseQuantError(f"precision {name}: deployment step {step}: {problem}")
+            return Deployment(
+                step, entry.kind, params, _parsed(name, entry.options, options), entry.apply,
+                entry.calibrated, entry.check_folder,
+            )  # fmt: skip
+    steps = [e.example for e in STEP_REGISTRY]
+    raise MuseQuantError(
+        f"precision {name}: unknown deployment step {step!r}{did_you_mean(step, steps)}; known: "
+        f"{', '.join(steps)} (sparsity in percent, or NofM: keep N weights of every M)"
+    )
 
 
 def resolve_precision(
@@ -50,26 +114,26 @@ def resolve_precision(
     emulated: bool = False,
     calibration: Calibration | None = None,
 ) -> Precision:
-    """Parse a precision name and its options (strings from ``--model_args`` accepted)."""
+    """Parse a precision name (with any deployment steps before it, ``wanda-50+nf4``) and its
+    options (strings from ``--model_args`` accepted)."""
     options = dict(options or {})
+    step_names, quantization = split_deployment(name)
+    steps = tuple(_step(name, step, options) for step in step_names)
+    step_keys = {key for step in steps for key in step.options}
     for entry in REGISTRY:
-        match = entry.pattern.fullmatch(name)
+        match = entry.pattern.fullmatch(quantization)
         if match is None:
             continue
-        unknown = sorted(set(options) - set(entry.options))
+        unknown = sorted(set(options) - set(entry.options) - step_keys)
         if unknown:
-            allowed = ", ".join(f"{k} ({o.help})" for k, o in entry.options.items()) or "none"
+            declared = {**entry.options}
+            for step in step_names:
+                declared |= next(e.options for e in STEP_REGISTRY if e.pattern.fullmatch(step))
+            allowed = ", ".join(f"{k} ({o.help})" for k, o in declared.items()) or "none"
             raise MuseQuantError(
                 f"precision {name}: unknown option(s) {', '.join(unknown)}; its options: {allowed}"
             )
-        resolved = {}
-        for key, opt in entry.options.items():
-            try:
-                resolved[key] = opt.parse(options.get(key, opt.default))
-            except (TypeError, ValueError) as e:
-                raise MuseQuantError(
-                    f"precision {name}: option {key}={options[key]}: {e}"
-                ) from None
+        resolved = _parsed(name, entry.options, options)
         if emulated and entry.not_emulable:
             raise MuseQuantError(
                 f"precision {name}: emulated=true cannot reproduce it ({entry.not_emulable}); "
@@ -83,24 +147,25 @@ def resolve_precision(
                 f"compute_dtype={resolved['compute_dtype']} applies to the real kernels only"
             )
         params = {k: int(v) for k, v in match.groupdict().items()}
-        calibration = calibration if entry.family.calibrated else None
+        calibrated = entry.family.calibrated or any(step.calibrated for step in steps)
         bits = params.get("bits", entry.bits)
         return Precision(
-            name, entry.family, params, resolved, entry.build, emulated, calibration, bits,
-            entry.codes,
+            name, entry.family, params, resolved, entry.build, emulated,
+            calibration if calibrated else None, bits, entry.codes, steps,
         )  # fmt: skip
     raise MuseQuantError(
-        f"unknown precision {name!r}{did_you_mean(name, known_precisions())}; known: "
-        f"{', '.join(known_precisions())} "
-        "(bits and group size are read from gptq-/rtn-/hqq- names, e.g. gptq-w4g128, rtn-w8g64)"
+        f"unknown precision {quantization!r}{did_you_mean(quantization, known_precisions())}; "
+        f"known: {', '.join(known_precisions())} "
+        "(bits and group size are read from gptq-/rtn-/hqq- names, e.g. gptq-w4g128, rtn-w8g64; "
+        "a deployment step goes before its precision with +, e.g. wanda-50+nf4)"
     )
 
 
 def build_precision(source: Source, precision: Precision) -> Built:
-    """Run the precision's function, then, in emulated mode, dequantize once into dense layers."""
+    """Run the precision's function, then, in emulated mode, dequantize once into dense layers.
+    With deployment steps, ``source`` is their :class:`DeployedSource` (``read_request``)."""
+    assert not precision.deployments or isinstance(source, DeployedSource)
     model, record = precision.build(source, precision)
     if precision.emulated and precision.family.dequantize is not None:
         record = {**record, "emulated_modules": emulate(model, precision.family)}
     return model, record
-
-

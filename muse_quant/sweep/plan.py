@@ -215,7 +215,7 @@ def _model_cells(plan: Plan, model: ModelSpec, device: str) -> list[Cell]:
         except MuseQuantError as e:
             raise MuseQuantError(f"{where}: {e}") from None
         check_precision_name(resolved.name, where)
-        if precision.calibration is not None and not resolved.family.calibrated:
+        if precision.calibration is not None and not resolved.calibrated:
             raise MuseQuantError(
                 f"{where}: precision {resolved.name} takes no calibration texts (only calibrated "
                 "ones do: gptq-, awq-); remove its calibration"
