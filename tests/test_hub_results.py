@@ -144,6 +144,13 @@ def test_data_from_the_hub_or_a_local_folder_is_said(tmp_path: Path) -> None:
                 assert ("data: local folder " in entry["notes"]) is says_local
 
 
+def test_the_example_in_the_docs_is_what_the_board_writes(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "leaderboard.md").read_text(encoding="utf-8")
+    example = docs.split("A file as written", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    board = build_board(write_publishable_world(tmp_path / "results", hub_data=True))
+    assert render_hub_results(board)["hub/steady/.eval_results/muse_news_nf4.yaml"] == example
+
+
 def test_output_is_deterministic_and_sorted(tmp_path: Path) -> None:
     root = write_publishable_world(tmp_path / "results")
     first, second = render_hub_results(build_board(root)), render_hub_results(build_board(root))
