@@ -3,7 +3,8 @@
 Per corpus and for every model at every precision p: the four MUSE metrics, PrivLeak against the
 retrain model at p (or a given / MUSE's published AUC when no retrain model was evaluated),
 retention and revert of the forget metrics, utility retention, and the criteria C1-C4. Per
-method: its worst precision and worst cases, its verdict, and the default lexicographic rank.
+method: its worst precision and worst cases, its verdict, its durability certificate
+(:mod:`leaderboards.certificate`), and the default lexicographic rank.
 The target at full precision (fp32, else bf16) is the denominator of every retention.
 
 This module decides, per corpus, what every model is measured against (the target and its full
@@ -23,6 +24,7 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC
 from harness_ext.precision_names import REFERENCE_PRECISIONS, precision_order
 from leaderboards.cell_scores import score_cell, summarize
+from leaderboards.certificate import certify_ranked, check_deployments
 from leaderboards.collect import Collection, collect_results
 from leaderboards.ranking import group_seeds, rank_methods
 from leaderboards.results_file import ResultRow
@@ -163,10 +165,16 @@ def score_corpus(corpus: str, rows: Sequence[ResultRow], options: RobustnessOpti
     if not methods:
         notes.append("no unlearned models (role method) in the results: nothing to rank")
     retrain_scores = next((m for m in reference_models if m.role == "retrain"), None)
-    methods = [
-        _with_verdict(m, retrain_scores, full, options.revert_tolerance) for m in methods
-    ]
+    methods = [_with_verdict(m, retrain_scores, full, options.revert_tolerance) for m in methods]
     ranked, seed_groups, other_seeds = group_seeds(methods)
+    ranked = certify_ranked(
+        ranked,
+        seed_groups,
+        methods,
+        full_precision=full,
+        names=options.certify,
+        tolerance=options.revert_tolerance,
+    )
     return CorpusBoard(
         corpus=corpus,
         data=target_full.data,
@@ -186,6 +194,7 @@ def score_corpus(corpus: str, rows: Sequence[ResultRow], options: RobustnessOpti
 def compute_board(collection: Collection, options: RobustnessOptions | None = None) -> Board:
     """The leaderboard of collected rows, one :class:`CorpusBoard` per corpus."""
     options = options or RobustnessOptions()
+    check_deployments(options.certify, {row.precision for row in collection.rows})
     corpora = sorted({row.corpus for row in collection.rows})
     boards = tuple(
         score_corpus(c, [r for r in collection.rows if r.corpus == c], options) for c in corpora

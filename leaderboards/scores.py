@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 
 from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.metrics.mia import ATTACKS
+from harness_ext.precision_names import precision_order
 from leaderboards.intervals import Interval
 
 #: The attack of MUSE's published AUC_retrain (Min-40%), and the board's default.
@@ -30,17 +31,31 @@ CRITERIA = (
 @dataclass(frozen=True)
 class RobustnessOptions:
     """The board's tolerances and attack; defaults are MUSE's (docs/leaderboard.md)."""
+
     attack: str = PUBLISHED_ATTACK
     privleak_tolerance: float = 5.0
     utility_fraction: float = 0.9
     #: AUC_retrain to use when no retrain model is in the results (else MUSE's published one).
     retrain_auc: float | None = None
     #: Largest rise of a forget retention (absolute, 0.10 = 10 points of the target's score)
-    #: that still counts as holding after quantization.
+    #: that still counts as holding after quantization; also the certificate's epsilon.
     revert_tolerance: float = 0.10
+    #: The deployments D of the durability certificate (:mod:`leaderboards.certificate`), as
+    #: the results files name their precisions; None: every one a method was evaluated at
+    #: but the full precision.
+    certify: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        """Every option checked, NaN and infinity included, before any results file is read."""
+        """Every option checked, NaN and infinity included, before any results file is read
+        (the names in ``certify`` are checked against the results when they are read)."""
+        if self.certify is not None:  # D is a set: stored once each, in P's order
+            names = tuple(self.certify)
+            if not names or not all(isinstance(n, str) and n.strip() for n in names):
+                raise MuseQuantError(
+                    f"--certify {','.join(map(str, names))!r}: give comma-separated deployment "
+                    "names as the results files carry them, e.g. int8,nf4"
+                )
+            object.__setattr__(self, "certify", tuple(sorted(set(names), key=precision_order)))
         if self.attack not in ATTACKS:
             raise MuseQuantError(
                 f"attack {self.attack!r}{did_you_mean(self.attack, ATTACKS)}: not a membership "
@@ -66,6 +81,7 @@ class RobustnessOptions:
 @dataclass(frozen=True)
 class Criteria:
     """C1-C4 at one precision: True passed, False failed, None not computable (n/a)."""
+
     c1: bool | None
     c2: bool | None
     c3: bool | None
@@ -86,6 +102,7 @@ class Criteria:
 @dataclass(frozen=True)
 class PrivLeakReference:
     """The AUC_retrain that PrivLeak is measured against at one precision, and where it is from."""
+
     precision: str
     auc: float
     #: ``retrain`` (the retrain model at this precision), ``given`` or ``published``.
@@ -124,6 +141,7 @@ class CellScores:
 @dataclass(frozen=True)
 class ModelScores:
     """One model on one corpus across precisions, with the worst cases the ranking reads."""
+
     label: str
     role: str
     method: str | None
@@ -150,6 +168,46 @@ class ModelScores:
     worst_utility_interval: Interval | None = None
     #: The unlearning seed its results files record (None: not said).
     seed: int | None = None
+    #: The durability certificate of the seeds this row stands for in the ranking (its seed
+    #: group's when it is the group's worst seed, else its own row); None for the references,
+    #: the other seeds, and a method with no deployment to certify over.
+    certificate: Certificate | None = None
+
+
+@dataclass(frozen=True)
+class SeedCertificate:
+    """One seed under the durability certificate: ``durable`` (every forget revert over D has
+    its 95% upper bound at or below epsilon), ``not durable`` (one does not) or ``n/a`` (the
+    data cannot tell: a cell or an interval in D is missing), and where its worst bound is."""
+
+    label: str
+    seed: int | None
+    status: str
+    #: The deployment and forget metric of the largest known upper bound over D, and that
+    #: bound (None when no bound is known).
+    worst_deployment: str | None
+    worst_metric: str | None
+    worst_upper: float | None
+    #: What the data lack in D (``no cell at nf4``, ...): why a seed is n/a.
+    missing: tuple[str, ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The durability certificate of a seed group over deployments D at tolerance epsilon:
+    ``certified`` of ``len(seeds)`` seeds are durable, ``unknown`` cannot be told. Reads as its
+    sentence (``str()``, so the CSV cell is the sentence too)."""
+
+    tolerance: float
+    deployments: tuple[str, ...]
+    seeds: tuple[SeedCertificate, ...]
+    certified: int
+    unknown: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -174,6 +232,7 @@ class SeedGroup:
 @dataclass(frozen=True)
 class CorpusBoard:
     """Everything a board shows for one corpus: P, references, ranked methods, notes."""
+
     corpus: str
     data: str | None
     precisions: tuple[str, ...]
@@ -198,6 +257,7 @@ class CorpusBoard:
 @dataclass(frozen=True)
 class Board:
     """A whole leaderboard: options, one :class:`CorpusBoard` per corpus, files read, warnings."""
+
     options: RobustnessOptions
     corpora: tuple[CorpusBoard, ...]
     sources: tuple[str, ...]

@@ -436,7 +436,7 @@ def test_json_round_trip_matches_the_board_and_the_csv(world_dir: Path) -> None:
     assert document["schema_version"] == 1 and document["generator"] == "muse-quant leaderboard"
     assert document["options"] == {
         "attack": "mink_40", "privleak_tolerance": 5.0, "utility_fraction": 0.9,
-        "retrain_auc": None, "revert_tolerance": 0.1,
+        "retrain_auc": None, "revert_tolerance": 0.1, "certify": None,
     }  # fmt: skip
     (news,) = document["corpora"]
     first = news["methods"][0]
