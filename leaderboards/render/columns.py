@@ -105,9 +105,7 @@ RANKING_COLUMNS = (
         lambda m, c: m.worst_revert,
         lambda m, c: m.worst_revert_interval,
     ),
-    Column(
-        "at", "where the worst revert is", "text", lambda m, c: m.worst_revert_precision or ""
-    ),
+    Column("at", "where the worst revert is", "text", lambda m, c: m.worst_revert_precision or ""),
     Column(
         "Criteria at worst",
         "criteria passed at the worst precision (where it passes fewest) / computable there",
@@ -120,6 +118,14 @@ RANKING_COLUMNS = (
         "ratio",
         lambda m, c: m.worst_utility_retention,
         lambda m, c: m.worst_utility_interval,
+    ),
+    Column(
+        "Durability certificate",
+        "seeds whose VerbMem_f and KnowMem_f reverts have 95% upper bounds at or below epsilon "
+        "(the revert tolerance) at every deployment in D / the method's seeds; n/a: a seed "
+        "lacks a cell or an interval in D (see the certificate rule)",
+        "text",
+        lambda m, c: m.certificate.text if m.certificate else None,
     ),
 )
 

@@ -3,6 +3,7 @@ once so that Markdown and HTML say the same; the renderers escape them."""
 
 from __future__ import annotations
 
+from leaderboards.certificate import CERTIFICATE_RULE, epsilon_text
 from leaderboards.intervals import DESCRIPTION as INTERVALS
 from leaderboards.ranking import RANKING_RULE
 from leaderboards.render.columns import format_value
@@ -46,13 +47,28 @@ def facts(board: Board, corpus: CorpusBoard) -> list[tuple[str, str]]:
         ),
         ("Criteria", "; ".join(f"{name} {text}" for name, text in criteria.items())),
         ("Verdicts", f"revert tolerance {options.revert_tolerance:g}. {VERDICT_RULE}"),
+        ("Certificate", f"{certificate_scope(board)}. {CERTIFICATE_RULE}"),
         ("Intervals", INTERVALS),
         ("Ranking", RANKING_RULE),
     ]
 
 
+def certificate_scope(board: Board) -> str:
+    """epsilon and D of the board's durability certificates, in words."""
+    options = board.options
+    over = (
+        "{" + ", ".join(options.certify) + "} (--certify)"
+        if options.certify
+        else "every precision a method's seeds were evaluated at but full precision"
+    )
+    return f"ε={epsilon_text(options.revert_tolerance)} (the revert tolerance), D = {over}"
+
+
 #: The seeds table: its headers, and each group's cells.
-SEED_HEADERS = ("Method", "Mode", "Seeds", "Durability", "Mean worst revert", "Worst seed")
+SEED_HEADERS = (
+    "Method", "Mode", "Seeds", "Durability", "Mean worst revert", "Worst seed",
+    "Certificate per seed",
+)  # fmt: skip
 
 
 def seed_rows(corpus: CorpusBoard) -> list[tuple[str, ...]]:
@@ -65,9 +81,18 @@ def seed_rows(corpus: CorpusBoard) -> list[tuple[str, ...]]:
             f"{100 * group.durability:.0f}% hold",
             format_value("delta", group.mean_worst_revert),
             group.worst,
+            _seed_certificates(corpus, group.worst),
         )
         for group in corpus.seed_groups
     ]
+
+
+def _seed_certificates(corpus: CorpusBoard, worst: str) -> str:
+    """Each seed's certificate sentence; the group's certificate is on its ranked worst seed."""
+    certificate = next((m.certificate for m in corpus.methods if m.label == worst), None)
+    if certificate is None:
+        return "n/a (no deployment to certify over)"
+    return "; ".join(seed.text for seed in certificate.seeds)
 
 
 def opening_sentence(corpus: CorpusBoard) -> str:

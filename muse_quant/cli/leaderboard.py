@@ -31,6 +31,17 @@ def folder_path(text: str) -> Path:
     return Path(text)
 
 
+def precision_list(text: str) -> tuple[str, ...]:
+    """``--precisions fp32, nf4`` -> ``("fp32", "nf4")``; an empty item (``fp32,,nf4``, a
+    trailing comma) is an error, not skipped: it is usually a name lost in editing."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has an empty item; give comma-separated precision names, e.g. fp32,nf4"
+        )
+    return names
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = RobustnessOptions()
     parser = subparsers.add_parser(
@@ -82,6 +93,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "still hold; default: %(default)s",
     )
     parser.add_argument(
+        "--certify",
+        type=precision_list,
+        metavar="D",
+        help="the deployments of the durability certificate, comma-separated precision names "
+        "as the results files carry them (e.g. int8,nf4,gguf-q4_k_m); epsilon is "
+        "--revert-tolerance; default: every precision a method was evaluated at but full "
+        "precision",
+    )
+    parser.add_argument(
         "--retrain-auc",
         type=float,
         metavar="AUC",
@@ -100,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         utility_fraction=args.utility_fraction,
         retrain_auc=args.retrain_auc,
         revert_tolerance=args.revert_tolerance,
+        certify=args.certify,
     )
     for flag, label in (("--target", args.target), ("--retrain", args.retrain)):
         if label is not None and not label.strip():
