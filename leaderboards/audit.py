@@ -3,8 +3,9 @@
 Computed from results files only, on the board's own numbers (:mod:`leaderboards.robustness`):
 retentions, reverts and criteria are read from its :class:`CellScores`, never recomputed here.
 The verdicts are :mod:`leaderboards.verdicts`' (one rule for the board, the audit and the
-demo); what this module adds is choosing the rows an audit reads and the provenance each cell's
-results file carries.
+demo), and the durability certificate is the board's (:mod:`leaderboards.certificate`, over
+the model's own row); what this module adds is choosing the rows an audit reads and the
+provenance each cell's results file carries.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from leaderboards.robustness import (
     RobustnessOptions,
     compute_board,
 )
+from leaderboards.scores import Certificate
 from leaderboards.verdicts import PrecisionVerdict, judge
 
 #: The files a report is made of; ``report.json`` says which command wrote it.
@@ -33,17 +35,22 @@ GENERATOR = "muse-quant audit"
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """The verdict's tolerance and the board's options (attack, C3/C4 tolerances); the board
-    judges with this tolerance too."""
+    """The verdict's tolerance, the certificate's deployments and the board's options (attack,
+    C3/C4 tolerances); the board judges and certifies with these too."""
 
     #: Largest rise of a forget retention (absolute, 0.10 = 10 points of the target's score)
-    #: that still counts as holding.
+    #: that still counts as holding; also the certificate's epsilon.
     revert_tolerance: float = RobustnessOptions.revert_tolerance
     robustness: RobustnessOptions = field(default_factory=RobustnessOptions)
+    #: The durability certificate's deployments D (None: every audited precision but full).
+    certify: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        robustness = replace(self.robustness, revert_tolerance=self.revert_tolerance)
+        robustness = replace(
+            self.robustness, revert_tolerance=self.revert_tolerance, certify=self.certify
+        )
         object.__setattr__(self, "robustness", robustness)
+        object.__setattr__(self, "certify", robustness.certify)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,12 @@ class Audit:
     @property
     def corpus(self) -> CorpusBoard:
         return self.board.corpora[0]
+
+    @property
+    def certificate(self) -> Certificate | None:
+        """The board's durability certificate of the audited model (one seed: its own row);
+        None when no quantized precision was audited."""
+        return self.model.certificate
 
     @property
     def passed(self) -> bool:

@@ -16,6 +16,7 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_apart
 from harness_ext.precision_names import REFERENCE_PRECISIONS
 from leaderboards.audit import Audit, AuditOptions, audit_results
+from leaderboards.certificate import check_deployments, check_not_full
 from leaderboards.write import check_report_folder, write_report
 from model_wrappers.precisions import resolve_precision
 from muse_quant.sweep import plan_from_dict, recorded_method, run_sweep
@@ -23,6 +24,7 @@ from muse_quant.sweep.names import check_label, shown
 
 #: The labels the references' results files carry (the audited model's is ``--label``).
 TARGET_LABEL, RETRAIN_LABEL = "target", "retrain"
+
 
 @dataclass(frozen=True)
 class AuditRequest:
@@ -46,6 +48,8 @@ class AuditRequest:
     #: demo passes its sweep's, so that the audit's cells are the sweep's (same key) and reused.
     method: str | None = None
     revert_tolerance: float = AuditOptions.revert_tolerance
+    #: The durability certificate's deployments, from ``precisions`` (None: all but full).
+    certify: tuple[str, ...] | None = None
     emulated: bool = False
     batch_size: int = 64
     device: str | None = None
@@ -100,7 +104,7 @@ def takes_calibration(precision: str) -> bool:
     check's error). Only those get the request's ``calibration``: a caller may give it for
     every audit (the demo does) and let the precisions decide."""
     try:
-        return resolve_precision(precision, {}, False).family.calibrated
+        return resolve_precision(precision, {}, False).calibrated
     except MuseQuantError:
         return False
 
@@ -116,9 +120,17 @@ def check_precisions(precisions: tuple[str, ...]) -> None:
         )
 
 
+def check_certify(certify: tuple[str, ...] | None, precisions: tuple[str, ...]) -> None:
+    """Refuse, before any work, a deployment to certify that is not audited, or is the full
+    precision (the board's own checks, on the precisions the audit will evaluate)."""
+    check_deployments(certify, precisions, "in --precisions")
+    check_not_full(certify, next(p for p in REFERENCE_PRECISIONS if p in precisions))
+
+
 def check_request(request: AuditRequest) -> None:
     """Refuse, before any work, flags that mean nothing together or are out of range."""
     check_precisions(request.precisions)
+    check_certify(request.certify, request.precisions)
     if not request.merge and not request.adapter:
         raise MuseQuantError(
             "--no-merge is for an adapter (--adapter PATH): it keeps the adapter unmerged on "
@@ -161,7 +173,7 @@ def run_audit(request: AuditRequest, *, progress: bool = True) -> Audit:
     the report. Bad input raises :class:`MuseQuantError` before anything is written; a cell of
     another run in the results folder is reused when it is the same computation and never
     overwritten."""
-    options = AuditOptions(revert_tolerance=request.revert_tolerance)
+    options = AuditOptions(revert_tolerance=request.revert_tolerance, certify=request.certify)
     check_request(request)
     label = request.model_label
     check_label(label, f"label {shown(label)}", "pass --label NAME")

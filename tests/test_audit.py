@@ -15,10 +15,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_certificate import seeds_dir  # noqa: F401 (a fixture)
 from test_leaderboard import results, write
 
 from harness_ext.errors import MuseQuantError
 from leaderboards.audit import Audit, AuditOptions, audit_results
+from leaderboards.certificate import certify
+from leaderboards.robustness import build_board
 from leaderboards.verdicts import PASSING
 from leaderboards.write import check_report_folder, write_report
 from muse_quant.cli import main
@@ -230,6 +233,47 @@ def test_report_folder_refusals(world_dir: Path, tmp_path: Path) -> None:
     assert (foreign / "report.md").read_text() == "my notes"
 
 
+def test_the_report_states_the_durability_certificate(seeds_dir: Path, tmp_path: Path) -> None:
+    """The audit certifies its one model with the board's rule over its own row (one seed):
+    the same numbers as that seed on a board of the whole folder."""
+    audit = audit_results(seeds_dir, "npo_s1", AuditOptions(certify=("int8", "nf4")))
+    certificate = audit.certificate
+    assert certificate.text == "durable at ε=0.10 over {int8, nf4}: 0/1 seed"
+    assert certificate == certify([audit.model], ("int8", "nf4"), 0.10)
+    (board,) = build_board(seeds_dir).corpora
+    (group_worst,) = [m for m in board.methods if m.label == "npo_s1"]
+    assert certificate.seeds == group_worst.certificate.seeds[1:2]  # the board's npo_s1
+    write_report(audit, tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    (line,) = [line for line in markdown.splitlines() if "Durability certificate" in line]
+    assert line.startswith(
+        "**Durability certificate**: durable at ε=0.10 over {int8, nf4}: 0/1 seed (npo_s1: not "
+        "durable (worst: VerbMem_f revert at nf4, upper bound +0.40 > 0.10))"
+    ), line
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["certificate"]["text"] == certificate.text
+    assert report["options"]["certify"] == ["int8", "nf4"]
+    # Default D: every audited precision but full; a seed that holds there is certified.
+    assert audit_results(seeds_dir, "npo_s0").certificate.text == (
+        "durable at ε=0.10 over {int8, nf4}: 1/1 seed"
+    )
+    with pytest.raises(MuseQuantError, match="--certify nf5: no such deployment in the results"):
+        audit_results(seeds_dir, "npo_s0", AuditOptions(certify=("nf5",)))
+
+
+def test_without_intervals_the_audit_cannot_certify(world_dir: Path, tmp_path: Path) -> None:
+    """Results files without per-document scores: the verdict rests on point estimates, the
+    certificate (a bound) says n/a."""
+    audit = audit_results(world_dir, "steady")
+    assert audit.exit_status == 0
+    assert audit.certificate.text == "durable at ε=0.10 over {nf4}: 0/1 seed (1 n/a)"
+    write_report(audit, tmp_path / "out")
+    assert (
+        "(steady: n/a; cannot tell: no interval on the VerbMem_f revert at nf4, no interval on "
+        "the KnowMem_f revert at nf4)" in (tmp_path / "out" / "report.md").read_text()
+    )
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -314,6 +358,9 @@ def assert_bad_input(capsys: pytest.CaptureFixture[str], args: list[str], messag
         ("--revert-tolerance", "-1", "revert tolerance -1.0: must be >= 0"),
         ("--data", "no-such-data", "no-such-data"),
         ("--label", "a/b", "label 'a/b': a label is a folder name: letters, digits and . _ + -"),
+        ("--certify", "nf5", "--certify nf5: no such deployment in --precisions (did you mean "
+         "'nf4'?); present: fp32, nf4"),
+        ("--certify", "fp32", "--certify fp32: that is the full precision"),
     ],
 )
 def test_bad_input_writes_nothing(

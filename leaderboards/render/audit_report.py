@@ -48,6 +48,7 @@ def report_to_dict(audit: Audit) -> dict[str, Any]:
         "exit_status": audit.exit_status,
         "verdict": audit.headline,
         "verdicts": [{**asdict(verdict), "passed": verdict.passed} for verdict in audit.verdicts],
+        "certificate": asdict(audit.certificate) if audit.certificate else None,
         "rule": {
             "text": VERDICT_RULE,
             "revert_tolerance": audit.options.revert_tolerance,
@@ -116,6 +117,16 @@ def _provenance_lines(cell: CellProvenance) -> list[str]:
     return lines
 
 
+def certificate_line(audit: Audit) -> str:
+    """``**Durability certificate**: durable at ε=0.10 over {nf4}: 1/1 seed`` and the seed's
+    worst deployment (the rule is among the evidence's facts)."""
+    certificate = audit.certificate
+    if certificate is None:
+        return "**Durability certificate**: n/a (no quantized precision audited)"
+    seeds = "; ".join(seed.text for seed in certificate.seeds)
+    return f"**Durability certificate**: {escape_markdown(f'{certificate.text} ({seeds})')}"
+
+
 def render_markdown(audit: Audit) -> str:
     """The report: headline, a verdict per precision, the rule, the evidence, the provenance."""
     corpus = audit.corpus
@@ -136,6 +147,7 @@ def render_markdown(audit: Audit) -> str:
         f"| {escape_cell(v.precision)} | {v.status} | {escape_cell(v.text)} |"
         for v in audit.verdicts
     ]
+    out += ["", certificate_line(audit)]
     out += [
         "",
         f"Rule (revert tolerance {audit.options.revert_tolerance:g}): "

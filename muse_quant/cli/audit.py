@@ -9,19 +9,7 @@ from dataclasses import fields
 from harness_ext.errors import MuseQuantError
 from harness_ext.muse_data import CORPORA
 from leaderboards.audit import REPORT_FILES, AuditOptions
-from muse_quant.cli.leaderboard import folder_path
-
-
-def precision_list(text: str) -> tuple[str, ...]:
-    """``--precisions fp32, nf4`` -> ``("fp32", "nf4")``; an empty item (``fp32,,nf4``, a
-    trailing comma) is an error, not skipped: it is usually a name lost in editing."""
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} has an empty item; give comma-separated precision names, e.g. fp32,nf4"
-        )
-    return names
-
+from muse_quant.cli.leaderboard import folder_path, precision_list
 
 EXAMPLE = """\
 Example (the toy world, a model unlearned with GA+GDR; docs/audit.md walks through it):
@@ -78,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "still hold; default: %(default)s",
     )
     p.add_argument(
+        "--certify",
+        type=precision_list,
+        metavar="D",
+        help="the deployments of the durability certificate, comma-separated, from --precisions "
+        "(default: every one but the full precision); epsilon is the revert tolerance",
+    )
+    p.add_argument(
         "--emulated", action="store_true", help="run 4-bit precisions emulated (dense, dequantized)"
     )
     p.add_argument("--batch-size", type=int, help="documents per batch, >= 1 (default: 64)")
@@ -109,5 +104,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"audit of {audit.label} on {audit.corpus.corpus} (results in {request.results_dir}):")
     print("\n".join(f"  {verdict.text}" for verdict in audit.verdicts))
     print(audit.headline)
+    if audit.certificate is not None:
+        print(audit.certificate.text)
     print(f"report written to {request.out}: {', '.join(REPORT_FILES)}")
     return audit.exit_status
