@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from huggingface_hub import eval_result_entries_to_yaml, parse_eval_result_entries
-from test_leaderboard import WORLD, results, run_cli, write, write_world
+from test_leaderboard import HOSTILE, WORLD, results, run_cli, write, write_world
 
 from harness_ext.errors import MuseQuantError
 from leaderboards.render.board_files import render_all
@@ -149,6 +150,25 @@ def test_the_example_in_the_docs_is_what_the_board_writes(tmp_path: Path) -> Non
     example = docs.split("A file as written", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     board = build_board(write_publishable_world(tmp_path / "results", hub_data=True))
     assert render_hub_results(board)["hub/steady/.eval_results/muse_news_nf4.yaml"] == example
+
+
+def test_hostile_labels_and_precisions_stay_text_and_plain_file_names(tmp_path: Path) -> None:
+    label, precision = "a: b\n- dataset: {id: evil}\n" + HOSTILE, "nf4'\n  value: 0 # x"
+    world = {
+        "target": ("target", {"fp32": (80, 60, 50, 0.05), precision: (78, 59, 49, 0.06)}),
+        label: ("method", {"fp32": (18, 14, 46, 0.49), precision: (19, 15, 46, 0.51)}),
+    }
+    board = build_board(write_world(tmp_path / "results", world))
+    files = render_hub_results(board)
+    assert len(files) == 4
+    for path, text in files.items():
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in path.split("/")), path
+        entries = yaml.safe_load(text)
+        assert {e["dataset"]["id"] for e in entries} == {"muse-bench/MUSE-News"}
+        assert all(re.fullmatch(r"muse_news_[a-z_]+", e["dataset"]["task_id"]) for e in entries)
+    ours = [t for p, t in files.items() if p.startswith(f"hub/{model_folder(label)}/")]
+    notes = {e["notes"].split("; ")[0] for t in ours for e in yaml.safe_load(t)}
+    assert notes == {"precision: fp32", f"precision: {precision}"}
 
 
 def test_output_is_deterministic_and_sorted(tmp_path: Path) -> None:
