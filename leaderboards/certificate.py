@@ -104,15 +104,14 @@ def certify_seed(
         else UNKNOWN if missing
         else DURABLE
     )  # fmt: skip
-    text = f"{model.label}: {status}"
+    why = [f"cannot tell: {', '.join(missing)}"] if status == UNKNOWN else []
     if worst is not None:
         relation = ">" if worst[0] > tolerance else "<="
-        text += (
-            f" (worst: {worst[2]} revert at {worst[1]}, upper bound {worst[0]:+.2f} "
-            f"{relation} {epsilon_text(tolerance)})"
+        why.append(
+            f"worst{' known' if why else ''}: {worst[2]} revert at {worst[1]}, upper bound "
+            f"{worst[0]:+.2f} {relation} {epsilon_text(tolerance)}"
         )
-    if status == UNKNOWN:
-        text += f"; cannot tell: {', '.join(missing)}"
+    text = f"{model.label}: {status}" + (f" ({'; '.join(why)})" if why else "")
     return SeedCertificate(
         label=model.label,
         seed=model.seed,

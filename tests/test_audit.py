@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_certificate import seeds_dir  # noqa: F401 (a fixture)
+from test_certificate import write_seed_group
 from test_leaderboard import results, write
 
 from harness_ext.errors import MuseQuantError
@@ -233,9 +233,10 @@ def test_report_folder_refusals(world_dir: Path, tmp_path: Path) -> None:
     assert (foreign / "report.md").read_text() == "my notes"
 
 
-def test_the_report_states_the_durability_certificate(seeds_dir: Path, tmp_path: Path) -> None:
+def test_the_report_states_the_durability_certificate(tmp_path: Path) -> None:
     """The audit certifies its one model with the board's rule over its own row (one seed):
     the same numbers as that seed on a board of the whole folder."""
+    seeds_dir = write_seed_group(tmp_path / "results")
     audit = audit_results(seeds_dir, "npo_s1", AuditOptions(certify=("int8", "nf4")))
     certificate = audit.certificate
     assert certificate.text == "durable at ε=0.10 over {int8, nf4}: 0/1 seed"
@@ -269,8 +270,8 @@ def test_without_intervals_the_audit_cannot_certify(world_dir: Path, tmp_path: P
     assert audit.certificate.text == "durable at ε=0.10 over {nf4}: 0/1 seed (1 n/a)"
     write_report(audit, tmp_path / "out")
     assert (
-        "(steady: n/a; cannot tell: no interval on the VerbMem_f revert at nf4, no interval on "
-        "the KnowMem_f revert at nf4)" in (tmp_path / "out" / "report.md").read_text()
+        "(steady: n/a (cannot tell: no interval on the VerbMem_f revert at nf4, no interval on "
+        "the KnowMem_f revert at nf4))" in (tmp_path / "out" / "report.md").read_text()
     )
 
 
@@ -358,8 +359,12 @@ def assert_bad_input(capsys: pytest.CaptureFixture[str], args: list[str], messag
         ("--revert-tolerance", "-1", "revert tolerance -1.0: must be >= 0"),
         ("--data", "no-such-data", "no-such-data"),
         ("--label", "a/b", "label 'a/b': a label is a folder name: letters, digits and . _ + -"),
-        ("--certify", "nf5", "--certify nf5: no such deployment in --precisions (did you mean "
-         "'nf4'?); present: fp32, nf4"),
+        (
+            "--certify",
+            "nf5",
+            "--certify nf5: no such deployment in --precisions (did you mean "
+            "'nf4'?); present: fp32, nf4",
+        ),
         ("--certify", "fp32", "--certify fp32: that is the full precision"),
     ],
 )

@@ -39,13 +39,11 @@ def seeded(root: Path, label: str, seed: int) -> None:
         path.write_text(json.dumps(data))
 
 
-@pytest.fixture(scope="module")
-def seeds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_seed_group(root: Path) -> Path:
     """Target and retrain at fp32, int8 and nf4; NPO with three seeds: ``npo_s0`` keeps its
     forgetting at int8 and nf4, ``npo_s1`` keeps it at int8 and gets 40 points of the target's
     VerbMem_f back at nf4 (it fails by that one deployment), ``npo_s2`` keeps it at int8 and
     has no nf4 cell; ``solo`` is a method without seeds that keeps it everywhere."""
-    root = tmp_path_factory.mktemp("certificate") / "results"
     rng = np.random.default_rng(11)
     n = N_DOCS
     hard = rng.uniform(40, 100, n)
@@ -67,6 +65,11 @@ def seeds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for label, seed in SEEDS.items():
         seeded(root, label, seed)
     return root
+
+
+@pytest.fixture(scope="module")
+def seeds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_seed_group(tmp_path_factory.mktemp("certificate") / "results")
 
 
 def news(root: Path, **options: object) -> CorpusBoard:
@@ -132,7 +135,8 @@ def test_the_certificate_is_the_share_of_seeds_within_epsilon_by_upper_bound(
     # The worst is the largest upper bound over D and both metrics, from the cells' intervals.
     assert s0.worst_upper == max(upper_bounds(models(corpus)["npo_s0"], ("int8", "nf4")))
     # A missing cell: cannot tell, never durable.
-    assert s2.missing == ("no cell at nf4",) and "cannot tell: no cell at nf4" in s2.text
+    assert s2.missing == ("no cell at nf4",)
+    assert s2.text.startswith("npo_s2: n/a (cannot tell: no cell at nf4; worst known: ")
     # Over int8 alone, every seed is durable.
     only_int8 = group_certificate(news(seeds_dir, certify=("int8",)))
     assert (only_int8.certified, only_int8.unknown) == by_hand(
@@ -161,9 +165,7 @@ def test_a_model_without_seeds_is_certified_over_its_own_row(seeds_dir: Path) ->
     assert all(m.certificate is None for m in corpus.references)
 
 
-def test_a_revert_without_an_interval_cannot_be_certified(
-    seeds_dir: Path, tmp_path: Path
-) -> None:
+def test_a_revert_without_an_interval_cannot_be_certified(seeds_dir: Path, tmp_path: Path) -> None:
     """Without per-document scores a revert has no upper bound: n/a, not its point estimate."""
     root = Path(shutil.copytree(seeds_dir, tmp_path / "results"))
     (root / "solo" / "news" / "int8" / DOC_SCORES_FILE).unlink()
