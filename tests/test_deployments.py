@@ -198,3 +198,19 @@ def test_a_resolved_deployment_refuses_a_folder_it_cannot_use(tmp_path: Path) ->
     with pytest.raises(MuseQuantError) as error:
         step.check_folder(step, tmp_path)
     assert "give relearn_data=<MUSE data folder>" in one_line(error)
+
+
+def test_steps_leave_a_held_checkpoint_as_it_was(target: Path) -> None:
+    """A sweep holds each checkpoint's float32 weights for all its precisions: pruning one
+    deployment must not prune the next precision's weights."""
+    from model_wrappers.opening import reusing_checkpoints
+
+    original = AutoModelForCausalLM.from_pretrained(str(target)).state_dict()
+    with reusing_checkpoints():
+        first, _ = load_causal_lm(str(target), "fp32")
+        pruned, _ = load_causal_lm(str(target), "magnitude-50")
+        after, _ = load_causal_lm(str(target), "fp32")
+    for model in (first, after):
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, original[name]), name
+    assert any((p == 0).float().mean() == 0.5 for p in pruned.parameters())

@@ -10,6 +10,7 @@ for them is never mistaken for the undeployed one's.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 from collections.abc import Iterator
@@ -46,7 +47,9 @@ class DeployedSource:
     def deployed(self) -> Any:
         """The deployed float32 model, computed once (every step changes it in place)."""
         if self._model is None:
-            model = self.inner.load(dtype=torch.float32)
+            # A copy: a checkpoint held for reuse (``reusing_checkpoints``) gives models that
+            # share its tensors, which the steps would change for every later precision.
+            model = copy.deepcopy(self.inner.load(dtype=torch.float32))
             for done, step in enumerate(self.precision.deployments):
                 context = StepContext(
                     self.folder,
