@@ -18,6 +18,7 @@ import torch
 
 from harness_ext.errors import MuseQuantError, did_you_mean
 from harness_ext.muse_data import CORPORA
+from harness_ext.precision_names import split_deployment
 from harness_ext.results_layout import LOCKS
 from model_wrappers.opening import check_device
 from model_wrappers.precisions import Precision, resolve_precision
@@ -210,8 +211,9 @@ def _model_cells(plan: Plan, model: ModelSpec, device: str) -> list[Cell]:
     cells = []
     for precision in precisions:
         wanted = plan.options.emulated if precision.emulated is None else precision.emulated
+        options = _relearning_data(precision, [plan.corpora[c] for c in corpora], where)
         try:
-            resolved = resolve_precision(precision.name, precision.options, wanted)
+            resolved = resolve_precision(precision.name, options, wanted)
         except MuseQuantError as e:
             raise MuseQuantError(f"{where}: {e}") from None
         check_precision_name(resolved.name, where)
@@ -222,6 +224,24 @@ def _model_cells(plan: Plan, model: ModelSpec, device: str) -> list[Cell]:
             )
         cells += [Cell(model, corpus, precision, resolved, device) for corpus in corpora]
     return cells
+
+
+def _relearning_data(
+    precision: PrecisionSpec, data: list[str], where: str
+) -> dict[str, Any]:
+    """The precision's options, with ``relearn_data`` defaulting to the one corpus's data folder
+    when a step relearns: relearning reads the data the tasks score, so it can leave out the
+    scored documents."""
+    steps, _ = split_deployment(precision.name)
+    relearns = any(step.startswith("relearn-") for step in steps)
+    if not relearns or precision.options.get("relearn_data") is not None:
+        return dict(precision.options)
+    if len(data) != 1 or not Path(data[0]).is_dir():
+        raise MuseQuantError(
+            f"{where}: precision {precision.name} relearns: give it relearn_data: <MUSE data "
+            "folder> (its cells' corpora are not one local folder)"
+        )
+    return {**precision.options, "relearn_data": data[0]}
 
 
 def _check_unique(cells: list[Cell]) -> None:
