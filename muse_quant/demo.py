@@ -21,6 +21,7 @@ from pathlib import Path
 from harness_ext.cache import cache_root
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_apart
+from harness_ext.precision_names import split_deployment
 from leaderboards.audit import REPORT_MARKDOWN, audit_results
 from leaderboards.collect import Collection, collect_results
 from leaderboards.render.board_files import render_all
@@ -249,13 +250,16 @@ REVERTS, HOLDS, NO_FORGETTING, UNKNOWN = (
 
 
 def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) -> str:
-    """Every run's verdict, grouped so that a reader sees at a glance which revert and which
-    hold: the audit's verdicts (:func:`leaderboards.audit.audit_results`, from the results
-    files alone), grouped by the board's rule; one rule for the headline, the board, the
-    reports and ``muse-quant audit``."""
+    """Every run's verdict over the quantized precisions, grouped so that a reader sees at a
+    glance which revert and which hold, then, for each other deployment (pruning, relearning),
+    which runs keep their forgetting under it: the audit's verdicts
+    (:func:`leaderboards.audit.audit_results`, from the results files alone), grouped by the
+    board's rule; one rule for the headline, the board, the reports and ``muse-quant audit``."""
+    quantizations = [p for p in precisions if not split_deployment(p)[0]]
+    deployments = [p for p in precisions if split_deployment(p)[0]]
     groups: dict[str, list[list[str]]] = {group: [] for group in GROUPS}
     for label in labels:
-        audit = audit_results(results, label, corpus=CORPUS, precisions=precisions)
+        audit = audit_results(results, label, corpus=CORPUS, precisions=quantizations)
         group, _ = model_verdict(audit.verdicts)
         texts = [] if group == "holds" else [v.text for v in audit.verdicts if not v.passed]
         model = f"    {label} ({audit.model.method}, {audit.model.mode})"
@@ -268,4 +272,34 @@ def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) ->
             header = GROUPS[group].format(full=full.precision)
             lines.append(f"  {header}: {len(entries)} of {len(labels)}")
             lines += [line for entry in entries for line in entry]
+    for deployment in deployments:
+        lines += _under(results, labels, full.precision, deployment)
     return "\n".join(lines)
+
+
+#: How :func:`_under` words each verdict at one deployment.
+UNDER = {
+    "holds": "keep their forgetting",
+    "reverts": "give it back",
+    "inconclusive": "cannot tell yet",
+}
+
+
+def _under(results: Path, labels: Sequence[str], full: str, deployment: str) -> list[str]:
+    """Which runs keep their forgetting under one deployment (its verdict by the same rule)."""
+    found: dict[str, list[str]] = {}
+    for label in labels:
+        audit = audit_results(results, label, corpus=CORPUS, precisions=[full, deployment])
+        first, at = audit.verdicts
+        status = "gate" if first.status != "forgets" else at.status
+        found.setdefault(status, []).append(label)
+    lines = [f"  under {deployment} (docs/deployments.md):"]
+    for status, word in UNDER.items():
+        if found.get(status):
+            lines.append(f"    {word}: {len(found[status])} of {len(labels)}: "
+                         f"{', '.join(found[status])}")  # fmt: skip
+    others = found.get("gate", []) + found.get("n/a", [])
+    if others:
+        lines.append(f"    not judged (no forgetting to keep, or a number is n/a): "
+                     f"{', '.join(others)}")  # fmt: skip
+    return lines

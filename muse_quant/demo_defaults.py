@@ -6,8 +6,12 @@ from pathlib import Path
 
 DEFAULT_OUT = Path("muse-quant-demo")
 #: The deployment precisions the demo runs, with real kernels (GGUF on llama.cpp's); GPTQ and
-#: GGUF when gptqmodel and llama-cpp-python are installed.
-DEFAULT_PRECISIONS = ("fp32", "int8", "nf4", "fp4", "gguf-q4_k_m", "gptq-w4g128")
+#: GGUF when gptqmodel and llama-cpp-python are installed. Then two deployments beyond
+#: quantization (docs/deployments.md): Wanda pruning to 50%, and 50 steps of benign fine-tuning
+#: on retain text.
+DEFAULT_PRECISIONS = (
+    "fp32", "int8", "nf4", "fp4", "gguf-q4_k_m", "gptq-w4g128", "wanda-50", "relearn-retain-k50"
+)  # fmt: skip
 CORPUS = "news"
 #: The zoo runs audited with a full report: the same method, full fine-tuning and LoRA.
 AUDITED = ("npo_gdr_full", "npo_gdr_lora")

@@ -21,7 +21,9 @@ from muse_quant.cli import main
 from muse_quant.toyworld.build import load_manifest
 from muse_quant.toyworld.zoo import build_zoo
 
-PRECISIONS = ("fp32", "nf4")
+PRECISIONS = ("fp32", "magnitude-2of4", "relearn-retain-k3", "nf4")  # the board's order
+#: The precisions the headline groups runs by; the others each get a line of their own.
+QUANTIZED = ("nf4",)
 AUDITED = {"npo_gdr_full": "full", "npo_gdr_lora": "lora"}
 
 
@@ -94,7 +96,9 @@ def test_audits_reuse_the_sweeps_cells(demo: tuple[Path, str]) -> None:
 def test_headline_groups_every_zoo_run(demo: tuple[Path, str], zoo_labels: list[str]) -> None:
     """Each run once, under one group, with the audit's own verdict sentences."""
     out, printed = demo
-    lines = headline_of(printed)
+    lines, *under = "\n".join(headline_of(printed)).split("\n  under ")
+    lines = lines.splitlines()
+    assert lines[0].startswith(f"news: each run at {', '.join(QUANTIZED)}, compared with")
     groups: dict[str, list[str]] = {}
     texts: dict[str, list[str]] = {}
     group = label = ""
@@ -118,6 +122,22 @@ def test_headline_groups_every_zoo_run(demo: tuple[Path, str], zoo_labels: list[
     for label in AUDITED:
         report = json.loads((out / "audits" / label / "report.json").read_text())
         assert set(texts[label]) <= {v["text"] for v in report["verdicts"]}
+    deployments = [p for p in PRECISIONS if p not in ("fp32", *QUANTIZED)]
+    assert [block.split(" ", 1)[0] for block in under] == deployments
+    words = {"keep their forgetting": "holds", "give it back": "reverts",
+             "cannot tell yet": "inconclusive"}  # fmt: skip
+    for deployment, block in zip(deployments, under, strict=True):
+        found = {}
+        for line in block.splitlines()[1:]:
+            word, listed = line.strip().split(": ", 1)
+            for name in listed.rsplit(": ", 1)[-1].split(", "):
+                found[name] = words.get(word, "not judged")
+        assert sorted(found) == sorted(zoo_labels)
+        for label in AUDITED:
+            report = json.loads((out / "audits" / label / "report.json").read_text())
+            full, at = (v for v in report["verdicts"] if v["precision"] in ("fp32", deployment))
+            expected = at["status"] if full["status"] == "forgets" else "not judged"
+            assert found[label] == (expected if expected in words.values() else "not judged")
 
 
 def test_second_run_evaluates_nothing(demo: tuple[Path, str]) -> None:
