@@ -81,7 +81,7 @@ class ModelRequest:
             precision=self.precision.describe(),
             library=library,
             device=self.device,
-            deployment=source.records if isinstance(source, DeployedSource) else None,
+            deployment=source.finish() if isinstance(source, DeployedSource) else None,
             **measured,
         )
 

@@ -8,6 +8,7 @@ against the scored texts read independently, and bad names and options as one-li
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -214,3 +215,27 @@ def test_steps_leave_a_held_checkpoint_as_it_was(target: Path) -> None:
         for name, tensor in model.state_dict().items():
             assert torch.equal(tensor, original[name]), name
     assert any((p == 0).float().mean() == 0.5 for p in pruned.parameters())
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="pip install 'muse-quant[gguf]'"
+)
+def test_llama_cpp_runs_the_deployed_weights_and_records_them(
+    target: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """``magnitude-50+gguf-q8_0``: llama.cpp's file is written from the pruned weights (its own
+    cache entry, not plain q8_0's), and a cached file still gets the pruning's record."""
+    from model_wrappers.muse_model import build
+    from model_wrappers.request import read_request
+
+    monkeypatch.setenv("MUSE_QUANT_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for name in ("gguf-q8_0", "magnitude-50+gguf-q8_0", "magnitude-50+gguf-q8_0"):
+        model = build(read_request({"pretrained": str(target), "precision": name}))
+        runs.setdefault(name, []).append(model.provenance)
+    plain, (first, cached) = runs["gguf-q8_0"][0], runs["magnitude-50+gguf-q8_0"]
+    library = [p["precision"]["library_config"] for p in (plain, first, cached)]
+    assert library[0]["file_sha256"] != library[1]["file_sha256"] == library[2]["file_sha256"]
+    assert (library[1]["cache"]["hit"], library[2]["cache"]["hit"]) == (False, True)
+    assert first["deployment"] == cached["deployment"]
+    assert first["deployment"][0]["sparsity"] == 0.5

@@ -47,6 +47,7 @@ class DeployedSource:
     def deployed(self) -> Any:
         """The deployed float32 model, computed once (every step changes it in place)."""
         if self._model is None:
+            self.records = []
             # A copy: a checkpoint held for reuse (``reusing_checkpoints``) gives models that
             # share its tensors, which the steps would change for every later precision.
             model = copy.deepcopy(self.inner.load(dtype=torch.float32))
@@ -69,6 +70,15 @@ class DeployedSource:
             device_map={"": self.device},
             **from_pretrained,
         )
+
+    def finish(self) -> list[dict[str, Any]]:
+        """What each step did, and the deployed float32 copy released (the backend has built
+        from it). A backend that found its quantized file cached never asked for the deployed
+        weights: the steps run here then, so that the provenance always says what they did."""
+        if not self.records:
+            self.deployed()
+        self._model = None
+        return self.records
 
     @contextlib.contextmanager
     def weights_folder(self) -> Iterator[str]:
