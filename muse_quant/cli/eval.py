@@ -146,6 +146,8 @@ works and means the same. Bad input is refused before any model loads.
 --model muse --model_args key=value,... (lm-eval's hf arguments, and these):
 {rows(HELP)}
 {textwrap.fill("precisions: " + ", ".join(known_precisions()), 96, subsequent_indent="  ")}
+  a deployment step (pruning, relearning) goes before a precision with +: wanda-50+nf4
+  (docs/deployments.md)
 precision options (model arguments too):
 {rows(precision_options_help())}
 
