@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer
@@ -39,7 +40,7 @@ from model_wrappers.precisions.cached import cached_checkpoint
 from model_wrappers.training import TrainPhase, train_causal_lm
 
 #: Bump when the training of a step changes, so cached relearned weights are recomputed.
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -158,11 +159,18 @@ def relearn(model: nn.Module, step: Deployment, context: StepContext) -> dict[st
             batch_size=batch,
             warmup_steps=0,
         )
-        losses.append(
-            train_causal_lm(
-                model, tokenizer, texts, phase, options["relearn_seed"], step.name, steps=steps
-            )  # fmt: skip
-        )
+        # One thread, whatever the command's: a seed then gives the same relearned weights on
+        # every machine and thread count (as the toy world's build does), so the cache entry,
+        # which does not record threads, is one result.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            seed = options["relearn_seed"]
+            losses.append(
+                train_causal_lm(model, tokenizer, texts, phase, seed, step.name, steps=steps)
+            )
+        finally:
+            torch.set_num_threads(threads)
         save_model(model, str(folder / WEIGHTS_FILE))
 
     folder, hit = cached_checkpoint(key, write)
