@@ -9,6 +9,7 @@ vocabulary readers and dequantizers).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from harness_ext.errors import MuseQuantError
 from model_wrappers.precisions.ggml import import_gguf
 
 #: Bumped whenever the float32 file this module writes changes (part of the cache key).
-WRITER_VERSION = 1
+#: 2: the file carries the checkpoint's own tokenizer.json (``tokenizer.huggingface.json``).
+WRITER_VERSION = 2
 #: The Llama configuration llama.cpp's ``llama`` graph computes.
 PLAIN_LLAMA = {
     "rope_type": "default", "attention_bias": False, "mlp_bias": False, "hidden_act": "silu"
@@ -80,7 +82,13 @@ def _vocabulary(gguf: Any, folder: Path) -> Any:
 
 
 def write_f32_gguf(model: nn.Module, folder: Path, path: Path) -> None:
-    """``model`` (float32 HF Llama) and the tokenizer in ``folder`` as a float32 GGUF."""
+    """``model`` (float32 HF Llama) and the tokenizer in ``folder`` as a float32 GGUF.
+
+    The vocabulary goes in as llama.cpp reads it (``tokenizer.ggml.*``) and, under the GGUF
+    spec's ``tokenizer.huggingface.json``, as the HF tokenizer itself: a byte-level BPE's
+    pre-tokenizer (the toy world's whitespace split) has no ``tokenizer.ggml.pre`` name, so
+    transformers, which rebuilds a tokenizer from ``tokenizer.ggml.*`` with the split regex that
+    name selects, would not give the checkpoint's ids; a GGUF checkpoint reads this key first."""
     gguf, _ = import_gguf()
     config = model.config
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -103,7 +111,8 @@ def write_f32_gguf(model: nn.Module, folder: Path, path: Path) -> None:
 
     vocab = _vocabulary(gguf, folder)
     tokens, scores, types = (list(column) for column in zip(*vocab.all_tokens(), strict=True))
-    specials = set(AutoTokenizer.from_pretrained(str(folder)).all_special_ids)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    specials = set(tokenizer.all_special_ids)
     for i in specials:  # byte-level BPE vocabularies list their special tokens as normal ones
         if i < len(types) and types[i] == gguf.TokenType.NORMAL:
             types[i] = gguf.TokenType.CONTROL
@@ -121,6 +130,9 @@ def write_f32_gguf(model: nn.Module, folder: Path, path: Path) -> None:
         folder, load_merges=vocab.tokenizer_model == "gpt2", n_vocab=config.vocab_size
     )
     special.add_to_gguf(writer, quiet=True)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the GGUF spec's key for the HF tokenizer itself (see below)
+        writer.add_string(gguf.Keys.Tokenizer.HF_JSON, backend.to_str())
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     for hf_name, tensor in model.state_dict().items():
@@ -131,6 +143,15 @@ def write_f32_gguf(model: nn.Module, folder: Path, path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def tensor_record(reader: Any) -> dict[str, Any]:
+    """What a GGUF file's tensors are (a ``GGUFReader``'s): how many of each ggml type, and
+    their bytes (what llama.cpp maps)."""
+    return {
+        "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors)),
+        "tensor_bytes": int(sum(int(t.n_bytes) for t in reader.tensors)),
+    }
 
 
 def gguf_name(names: Any, hf_name: str) -> str:
