@@ -211,6 +211,12 @@ def reference_tokenizer(meta: Mapping[str, Any]) -> Any:
             "VerbMem cuts references to 128 tokens of the evaluated model's tokenizer, but no "
             "tokenizer is known: pass --model_args pretrained=<path> (or --metadata tokenizer=...)"
         )
+    if name.lower().endswith(".gguf"):  # muse-quant eval and sweep pass the folder made of it
+        raise MuseQuantError(
+            f"VerbMem cuts references with the evaluated model's tokenizer, and pretrained={name} "
+            "is a GGUF file: run it with muse-quant eval or sweep (they pass the tokenizer the "
+            "muse model reads from it), or pass --metadata tokenizer=FOLDER"
+        )
     add_bos = meta.get("add_bos_token")
     return _load_tokenizer(
         name,

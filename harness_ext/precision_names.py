@@ -44,11 +44,19 @@ _FLOAT_BITS = re.compile(r"^fp(\d+)-")
 _GGUF_BITS = re.compile(r"^gguf-[qf](\d+)")
 _TRAILING_BITS = re.compile(r"(\d+)$")
 
+#: The precision that evaluates a GGUF checkpoint's own file, as shipped, on llama.cpp. Its name
+#: says no bits (each model's file has its own type): it sorts after every precision whose name
+#: does, and the board marks the model's rows with the file's type (docs/leaderboard.md).
+SHIPPED_GGUF = "gguf-shipped"
+#: A GGUF file's ``general.file_type`` as the gguf package names it (``MOSTLY_Q4_K_M``,
+#: ``ALL_F32``, ``MOSTLY_BF16``, ``MOSTLY_IQ2_XXS``): the bits of most of its weights.
+_FILE_TYPE_BITS = re.compile(r"^(?:ALL|MOSTLY)_(?:B?F|I?Q|TQ)(\d+)")
 
-def bits_of(precision: str) -> int | None:
+
+def bits_of(precision: str, file_type: str | None = None) -> int | None:
     """Weight bits a precision name says (``gptq-w4g128`` -> 4, ``int8`` -> 8, ``fp8-e4m3`` ->
-    8, ``gguf-q4_k_m`` -> 4; a deployment's, its precision's: ``wanda-50`` -> 32), None if
-    unsaid."""
+    8, ``gguf-q4_k_m`` -> 4; a deployment's, its precision's: ``wanda-50`` -> 32); for a name
+    that says none (``gguf-shipped``), those of the GGUF ``file_type`` given; else None."""
     precision = split_deployment(precision)[1]
     match = (
         _GROUPED_BITS.search(precision)
@@ -56,6 +64,15 @@ def bits_of(precision: str) -> int | None:
         or _GGUF_BITS.search(precision)
         or _TRAILING_BITS.search(precision)
     )
+    if match is None and file_type is not None:
+        return gguf_file_type_bits(file_type)
+    return int(match.group(1)) if match else None
+
+
+def gguf_file_type_bits(file_type: str) -> int | None:
+    """The bits of most weights of a GGUF file of this ``general.file_type`` (``MOSTLY_Q8_0``
+    -> 8, ``ALL_F32`` -> 32), None for a name it cannot read."""
+    match = _FILE_TYPE_BITS.match(file_type)
     return int(match.group(1)) if match else None
 
 
