@@ -2,8 +2,9 @@
 
 A :class:`Checkpoint` is the :class:`~model_wrappers.precisions.Source` every precision is built
 from: its safetensors files (pickles only with ``allow_pickle``), optionally with a LoRA adapter
-(``model_wrappers.adapters``) to merge in float32. Every refusal is a one-line
-:class:`MuseQuantError`.
+(``model_wrappers.adapters``) to merge in float32. ``pretrained=`` may also name a GGUF file
+(:func:`gguf_path`), which ``model_wrappers.precisions.gguf_checkpoint`` turns into a checkpoint
+folder. Every refusal is a one-line :class:`MuseQuantError`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,30 @@ from harness_ext.files import file_hashes
 
 if TYPE_CHECKING:  # an adapter is opened against a checkpoint (adapters.py imports this)
     from model_wrappers.adapters import Adapter
+    from model_wrappers.precisions.gguf_checkpoint import GgufSource  # it imports this too
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 #: Files a hub snapshot needs (pickled weights only when allowed).
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"]
+
+
+def gguf_path(pretrained: str) -> Path | None:
+    """The GGUF file ``pretrained`` names: a ``.gguf`` file, or a folder holding exactly one and
+    no ``config.json`` (a folder with one is a Hugging Face checkpoint); None otherwise."""
+    path = Path(pretrained).expanduser()
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        if not path.is_file():
+            raise MuseQuantError(f"pretrained={pretrained}: no such GGUF file")
+        return path.resolve()
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    found = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        raise MuseQuantError(
+            f"pretrained={pretrained}: {len(found)} GGUF files in a folder without config.json "
+            f"({', '.join(found)}); name the one to evaluate, e.g. pretrained={path / found[0]}"
+        )
+    return (path / found[0]).resolve() if found else None
 
 
 def resolve_folder(name: str, allow_pickle: bool, what: str) -> Path:
@@ -39,7 +60,7 @@ def resolve_folder(name: str, allow_pickle: bool, what: str) -> Path:
     if path.is_dir():
         return path.resolve()
     if path.exists():
-        raise MuseQuantError(f"{what}={name}: a file, not a checkpoint folder")
+        raise MuseQuantError(f"{what}={name}: a file, not a checkpoint folder (nor a .gguf file)")
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise MuseQuantError(f"{what}={name}: no such folder")
     from huggingface_hub import snapshot_download  # the hub client: only for hub ids
@@ -108,6 +129,8 @@ class Checkpoint:
     adapter: Adapter | None = None
     #: Keep the float32 weights in memory after the first load and build every load from them.
     resident: bool = False
+    #: The GGUF file ``pretrained=`` named, when this folder was made from one.
+    gguf: GgufSource | None = None
     _float32_model: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -121,6 +144,12 @@ class Checkpoint:
         weights = weight_files(folder, "model", allow_pickle, f"pretrained={pretrained}")
         files = file_hashes(folder, [config, *weights])
         return cls(pretrained, folder, files, allow_pickle, trust_remote_code, device)
+
+    @property
+    def tokenizer_name(self) -> str:
+        """What ``AutoTokenizer`` reads: the name given (a hub id keeps its name), or for a GGUF
+        file the folder made from it."""
+        return str(self.folder) if self.gguf is not None else self.label
 
     @property
     def digest(self) -> str:

@@ -80,7 +80,8 @@ class MuseLM(MuseRequests, HFLM):
         else:
             model, provenance = load_model(request)
             with _quiet_model_object():
-                super().__init__(model, **{"tokenizer": request.pretrained, **request.lm_args})
+                tokenizer = request.opened.weights.tokenizer_name
+                super().__init__(model, **{"tokenizer": tokenizer, **request.lm_args})
             if request.accelerator is not None:
                 self.accelerator = accelerator = request.accelerator
                 self._rank, self._world_size = accelerator.process_index, accelerator.num_processes

@@ -3,6 +3,10 @@ the base it records, and, inside :func:`reusing_checkpoints`, kept open for the 
 
 Every refusal or bad input is a one-line :class:`MuseQuantError`: weights load from safetensors
 only unless ``allow_pickle=True``; remote code runs only with ``trust_remote_code=True``.
+
+A GGUF file given as ``pretrained=`` is opened here once, as what its precision needs
+(``model_wrappers.precisions.gguf_checkpoint``): the file as shipped for ``gguf-shipped``, else
+the Hugging Face folder of its dequantized weights, an ordinary :class:`Checkpoint` from then on.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from pathlib import Path
 import torch
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.precision_names import SHIPPED_GGUF
 from model_wrappers.adapters import Adapter
 from model_wrappers.calibration import resolve_calibration
-from model_wrappers.checkpoints import Checkpoint
+from model_wrappers.checkpoints import Checkpoint, gguf_path
 from model_wrappers.precisions import Precision
+from model_wrappers.precisions.gguf_checkpoint import gguf_checkpoint
 
 
 def with_calibration(
@@ -54,16 +60,25 @@ def open_checkpoint(
     trust_remote_code: bool = False,
     device: str = "cpu",
     allow_other_base: bool = False,
+    shipped: bool = False,
 ) -> OpenedCheckpoint:
     """Check and hash a checkpoint (and adapter, against the base it records); inside
-    :func:`reusing_checkpoints`, once."""
+    :func:`reusing_checkpoints`, once. ``shipped``: the precision is ``gguf-shipped``, which
+    evaluates a GGUF checkpoint's own file (refused for any other checkpoint, and with an
+    adapter, which that file does not hold)."""
     key = (pretrained, adapter, bool(merge), allow_pickle, trust_remote_code, device)
-    key += (allow_other_base,)
+    key += (allow_other_base, shipped)
     cache = _CHECKPOINT_CACHE.get()
     if cache is not None and key in cache:
         opened = cache[key]
     else:
-        weights = Checkpoint.open(pretrained, allow_pickle, trust_remote_code, device)
+        if shipped and adapter:
+            raise MuseQuantError(
+                f"adapter={adapter}: {SHIPPED_GGUF} evaluates the GGUF file as shipped, which "
+                "holds no adapter; merge it with another precision (gguf-q8_0 re-quantizes the "
+                "dequantized file with the adapter merged)"
+            )
+        weights = _open_weights(pretrained, allow_pickle, trust_remote_code, device, shipped)
         lora = Adapter.open(adapter, allow_pickle) if adapter else None
         base_check = lora.check_base(weights, allow_other_base) if lora else None
         source = replace(weights, adapter=lora) if lora is not None and merge else weights
@@ -75,6 +90,25 @@ def open_checkpoint(
         opened.source.resident = True
         cache[key] = opened
     return opened
+
+
+def _open_weights(
+    pretrained: str, allow_pickle: bool, trust_remote_code: bool, device: str, shipped: bool
+) -> Checkpoint:
+    """The checkpoint ``pretrained`` names: a GGUF file's (as shipped, or dequantized) or a
+    checkpoint folder's."""
+    path = gguf_path(pretrained)
+    if path is not None:
+        return gguf_checkpoint(
+            pretrained, path, shipped=shipped, trust_remote_code=trust_remote_code, device=device
+        )
+    if shipped:
+        raise MuseQuantError(
+            f"precision {SHIPPED_GGUF} evaluates a GGUF file as shipped, and pretrained="
+            f"{pretrained} is not one; name a .gguf file, or convert this checkpoint with a "
+            "gguf-{type} precision (gguf-q8_0, gguf-q4_k_m, ...)"
+        )
+    return Checkpoint.open(pretrained, allow_pickle, trust_remote_code, device)
 
 
 #: The checkpoints :func:`reusing_checkpoints` keeps open, by ``open_checkpoint``'s arguments.

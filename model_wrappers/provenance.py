@@ -87,13 +87,15 @@ def provenance_record(
     library: dict[str, Any],
     device: str,
     deployment: list[dict[str, Any]] | None = None,
+    gguf_source: dict[str, Any] | None = None,
     model: nn.Module | None = None,
     weight_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The provenance dict of one loaded model (JSON-able); ``deployment``: what each deployment
-    step did (pruning's sparsity per layer, relearning's documents); ``weight_bytes`` for a model
-    that is not a torch module (llama.cpp holds a GGUF file's tensors), else counted from
-    ``model``."""
+    step did (pruning's sparsity per layer, relearning's documents); ``gguf_source``: the GGUF
+    file ``pretrained`` named (its sha256 and types, shipped or dequantized); ``weight_bytes``
+    for a model that is not a torch module (llama.cpp holds a GGUF file's tensors), else
+    counted from ``model``."""
     return {
         "pretrained": pretrained,
         "weights_sha256": weights,
@@ -108,6 +110,7 @@ def provenance_record(
         },
         "precision": {**precision, "library_config": library},
         **({"deployment": deployment} if deployment is not None else {}),
+        **({"gguf_source": gguf_source} if gguf_source is not None else {}),
         "libraries": library_versions(),
         "device": device_description(device),
         "resident_weight_bytes": weight_bytes if model is None else resident_weight_bytes(model),

@@ -82,6 +82,7 @@ class ModelRequest:
             library=library,
             device=self.device,
             deployment=source.finish() if isinstance(source, DeployedSource) else None,
+            gguf_source=self.opened.weights.gguf.describe() if self.opened.weights.gguf else None,
             **measured,
         )
 
@@ -152,6 +153,7 @@ def read_request(args: Mapping[str, Any]) -> ModelRequest:
         trust_remote_code=flag("trust_remote_code", given.get("trust_remote_code", False)),
         device=device,
         allow_other_base=flags["allow_other_base"],
+        shipped=spec.shipped,
     )
     if not isinstance(precision, Precision):
         if calibration is not None and not spec.calibrated:
@@ -169,8 +171,9 @@ def read_request(args: Mapping[str, Any]) -> ModelRequest:
 
 
 def local_path(path: Any) -> Any:
-    """An existing local folder as an absolute path, so nothing mistakes it for a hub repo id."""
-    if isinstance(path, str) and Path(path).expanduser().is_dir():
+    """An existing local folder (or file: a GGUF checkpoint) as an absolute path, so nothing
+    mistakes it for a hub repo id."""
+    if isinstance(path, str) and Path(path).expanduser().exists():
         return str(Path(path).expanduser().resolve())
     return path
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from harness_ext.precision_names import split_deployment
+from harness_ext.precision_names import SHIPPED_GGUF, split_deployment
 from model_wrappers.calibration import Calibration
 
 
@@ -93,6 +93,12 @@ class Precision:
         """The name without its deployment steps: what the backend builds (``nf4`` of
         ``wanda-50+nf4``, ``fp32`` of ``wanda-50``)."""
         return split_deployment(self.name)[1]
+
+    @property
+    def shipped(self) -> bool:
+        """Whether it evaluates a GGUF checkpoint's own file as shipped (``gguf-shipped``)
+        rather than building from full-precision weights."""
+        return self.quantization == SHIPPED_GGUF
 
     @property
     def calibrated(self) -> bool:

@@ -7,6 +7,7 @@ which tensors get which type, the k-quant scale search, the fallbacks for rows t
 multiple of 256 wide. The file is cached by weights hash + type. Its real kernels are not torch
 modules: ``model_wrappers.llamacpp_lm`` evaluates the file on llama.cpp; ``emulated=true`` loads
 the same file's tensors, dequantized by the ``gguf`` package, into the float32 HF model.
+``gguf-shipped`` hands llama.cpp a GGUF checkpoint's own file instead (``gguf_checkpoint``).
 
 Both libraries are the optional ``gguf`` extra, imported when a ``gguf-*`` precision is built.
 This module is the precision (its names, options and the cache of quantized files); the format
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 from transformers import AutoConfig
 
 from harness_ext.errors import MuseQuantError
+from harness_ext.precision_names import SHIPPED_GGUF
 from model_wrappers.precisions.base import (
     Built,
     Family,
@@ -44,10 +45,12 @@ from model_wrappers.precisions.ggml import (
     llama_cpp_build,
     quantize_file,
 )
+from model_wrappers.precisions.gguf_checkpoint import shipped_file
 from model_wrappers.precisions.gguf_writer import (
     WRITER_VERSION,
     check_llama,
     load_dequantized,
+    tensor_record,
     write_f32_gguf,
 )
 
@@ -86,7 +89,10 @@ def gguf_type(precision: Precision) -> str:
 
 def gguf_file(source: Source, precision: Precision) -> tuple[Path, dict[str, Any]]:
     """The GGUF file of ``precision`` for ``source`` (cached: written and quantized on a miss)
-    and what it holds: type, sha256, tensor types, llama.cpp build, cache entry."""
+    and what it holds: type, sha256, tensor types, llama.cpp build, cache entry. For
+    ``gguf-shipped``, the GGUF checkpoint's own file."""
+    if precision.shipped:
+        return shipped_file(source)
     gguf, llama_cpp = import_gguf()
     kind = gguf_type(precision)
     build = llama_cpp_build(llama_cpp)
@@ -127,8 +133,7 @@ def gguf_file(source: Source, precision: Precision) -> tuple[Path, dict[str, Any
         "gguf_type": kind,
         "file": str(path),
         "file_sha256": (folder / f"{GGUF_FILE}.sha256").read_text().strip(),
-        "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors)),
-        "tensor_bytes": int(sum(int(t.n_bytes) for t in reader.tensors)),
+        **tensor_record(reader),
         "llama_cpp": build,
         "cache": {"folder": str(folder), "hit": hit},
     }
@@ -171,10 +176,19 @@ def q4_k_codes(weight: torch.Tensor, precision: Precision | None = None) -> torc
     return torch.from_numpy(found.reshape(-1).astype(np.int64))
 
 
+#: Why ``gguf-shipped`` has no emulated mode.
+SHIPPED_DEQUANTIZED = (
+    "the shipped file's tensors dequantized are what fp32 evaluates on a GGUF checkpoint; use "
+    "precision=fp32"
+)
+
 PRECISIONS = tuple(
     entry(
         f"gguf-{kind}", quantize_gguf, GGUF, GGUF_OPTIONS, bits=bits,
         codes=q4_k_codes if kind == "q4_k_m" else None,
     )
     for kind, bits in GGUF_TYPES.items()
+) + (
+    # The file a GGUF checkpoint ships, on llama.cpp; its bits are the file's (bits_of).
+    entry(SHIPPED_GGUF, quantize_gguf, GGUF, GGUF_OPTIONS, not_emulable=SHIPPED_DEQUANTIZED),
 )  # fmt: skip

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness_ext.errors import MuseQuantError, did_you_mean
-from harness_ext.precision_names import split_deployment
+from harness_ext.precision_names import SHIPPED_GGUF, split_deployment
 from model_wrappers.calibration import Calibration
 from model_wrappers.precisions import (
     awq,
@@ -45,7 +45,8 @@ from model_wrappers.precisions.emulation import emulate
 #: The dispatch order: full precision (fp32, bf16, fp16), bitsandbytes (int8, nf4, fp4), GPTQ
 #: (gptq-w{bits}g{group}, gptqmodel), torchao's round to nearest (rtn-w{bits}g{group}), FP8
 #: (fp8-e4m3, torchao), HQQ (hqq-w{bits}g{group}), GGUF (gguf-f32, gguf-q8_0 ... gguf-q2_k,
-#: llama.cpp), AWQ (awq-w{bits}g{group}, gptqmodel).
+#: llama.cpp, and gguf-shipped: a GGUF checkpoint's own file), AWQ (awq-w{bits}g{group},
+#: gptqmodel).
 BACKENDS = (full, bitsandbytes, gptq, torchao, fp8, hqq, gguf, awq)
 
 REGISTRY: tuple[Entry, ...] = tuple(e for backend in BACKENDS for e in backend.PRECISIONS)
@@ -118,6 +119,12 @@ def resolve_precision(
     options (strings from ``--model_args`` accepted)."""
     options = dict(options or {})
     step_names, quantization = split_deployment(name)
+    if step_names and quantization == SHIPPED_GGUF:
+        raise MuseQuantError(
+            f"precision {name}: {SHIPPED_GGUF} evaluates the GGUF file as shipped, and deployment "
+            f"steps change weights; put them before a precision built from the dequantized file "
+            f"({step_names[0]}+gguf-q8_0, {step_names[0]}+nf4)"
+        )
     steps = tuple(_step(name, step, options) for step in step_names)
     step_keys = {key for step in steps for key in step.options}
     for entry in REGISTRY:
