@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_apart
-from harness_ext.precision_names import REFERENCE_PRECISIONS
+from harness_ext.precision_names import REFERENCE_PRECISIONS, SHIPPED_GGUF
 from leaderboards.audit import Audit, AuditOptions, audit_results
 from leaderboards.certificate import check_deployments, check_not_full
 from leaderboards.write import check_report_folder, write_report
@@ -62,11 +62,15 @@ class AuditRequest:
 
     @property
     def model_label(self) -> str:
-        return self.label or Path(self.adapter or self.model).name
+        """``--label``, else the adapter's or the model's folder name (a GGUF file's, without
+        ``.gguf``)."""
+        named = Path(self.adapter or self.model)
+        return self.label or (named.stem if named.suffix.lower() == ".gguf" else named.name)
 
     def plan_data(self) -> dict:
         """The sweep plan (docs/sweep.md's YAML structure): the model with role method and the
-        two references, each at every precision, on the one corpus."""
+        two references, each at every precision, on the one corpus (``gguf-shipped`` evaluates
+        the audited GGUF file itself: the model alone; the references have no such file)."""
         # Only calibrated precisions get the texts: a cell's key records them, so an fp32 cell
         # with them would not be a sweep's fp32 cell.
         precision = [
@@ -83,6 +87,9 @@ class AuditRequest:
         }
         if self.adapter:
             model |= {"adapter": self.adapter, "merge": self.merge}
+        references = [p for p, name in zip(precision, self.precisions, strict=True)
+                      if name != SHIPPED_GGUF]  # fmt: skip
+        shared = {"precisions": references} if len(references) < len(precision) else {}
         return {
             "corpora": {self.corpus: self.data},
             "precisions": precision,
@@ -93,8 +100,8 @@ class AuditRequest:
             },
             "models": [
                 model,
-                {"label": TARGET_LABEL, "role": "target", "pretrained": self.target},
-                {"label": RETRAIN_LABEL, "role": "retrain", "pretrained": self.retrain},
+                {"label": TARGET_LABEL, "role": "target", "pretrained": self.target, **shared},
+                {"label": RETRAIN_LABEL, "role": "retrain", "pretrained": self.retrain, **shared},
             ],
         }
 

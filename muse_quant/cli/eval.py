@@ -108,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
         given = {"batch_size": cfg.batch_size, "max_batch_size": cfg.max_batch_size}
         given["device"] = cfg.device
         extra = {k: v for k, v in given.items() if v is not None}
-        ready = prepared(read_request({**(cfg.model_args or {}), **extra}))
+        request = read_request({**(cfg.model_args or {}), **extra})
+        ready = prepared(request)
+        weights = request.opened.weights if request.opened else None
+        if weights is not None and weights.gguf is not None:  # VerbMem's reference tokenizer
+            ns.metadata = {"tokenizer": weights.tokenizer_name, **(ns.metadata or {})}
     started = time.time()
     setup_logging()
     _log_to_current_stderr()

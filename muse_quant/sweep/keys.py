@@ -84,9 +84,10 @@ def plan_jobs(plan: Plan, results_dir: Path) -> list[Job]:
 
 def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> Job:
     model, precision, options, device = cell.model, cell.spec, plan.options, cell.device
-    # A local folder as the muse model will name it, so that both open the same checkpoint.
+    # A local folder (or GGUF file) as the muse model will name it, so that both open the same
+    # checkpoint.
     local = Path(model.pretrained).expanduser()
-    pretrained = str(local.resolve()) if local.is_dir() else model.pretrained
+    pretrained = str(local.resolve()) if local.exists() else model.pretrained
     try:
         opened = open_checkpoint(
             pretrained,
@@ -94,6 +95,7 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
             merge=model.merge,
             device=device,
             allow_other_base=model.allow_other_base,
+            shipped=cell.precision.shipped,
         )
         resolved = with_calibration(cell.precision, precision.calibration, opened.weights.folder)
     except MuseQuantError as e:
@@ -115,6 +117,8 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
         "privleak_auc_retrain": options.privleak_auc_retrain,
     }
     metadata = {**model_args, **{k: v for k, v in muse_options.items() if v is not None}}
+    if opened.weights.gguf is not None:  # VerbMem's references: the tokenizer the model uses
+        metadata["tokenizer"] = opened.weights.tokenizer_name
     try:
         privleak_options(cell.corpus, metadata)
     except MuseQuantError as e:
