@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from harness_ext.metrics.auc import privleak
+from harness_ext.precision_names import SHIPPED_GGUF
 from leaderboards.intervals import (
     Interval,
     auc_interval,
@@ -25,6 +26,7 @@ from leaderboards.results_file import ResultRow
 from leaderboards.scores import (
     CellScores,
     Criteria,
+    GgufMark,
     ModelScores,
     PrivLeakReference,
     RobustnessOptions,
@@ -185,4 +187,25 @@ def summarize(
         worst_revert_interval=revert[2],
         worst_utility_interval=utility[1],
         seed=rows[0].seed,
+        gguf=gguf_mark(rows),
     )
+
+
+def gguf_mark(rows: Sequence[ResultRow]) -> GgufMark | None:
+    """What the board says of a model whose rows came from a GGUF file (None: none did)."""
+    origins = {row.gguf.sha256: row.gguf for row in rows if row.gguf is not None}
+    if not origins:
+        return None
+    files = "; ".join(
+        f"{o.file_type or 'type unsaid'}{f' ({o.bits}-bit)' if o.bits else ''}, sha256 "
+        f"{o.sha256[:12]}"
+        for o in origins.values()
+    )
+    others = sorted(row.precision for row in rows if row.gguf is None)
+    text = (
+        f"GGUF file{'s' if len(origins) > 1 else ''} {files}: {SHIPPED_GGUF} is the file as "
+        "shipped, on llama.cpp; every other precision is built from its tensors dequantized to "
+        "float32 (its full precision is the dequantized file)"
+        + (f"; its rows at {', '.join(others)} are not from a GGUF file" if others else "")
+    )
+    return GgufMark(tuple(origins), tuple(o.file_type for o in origins.values()), text)

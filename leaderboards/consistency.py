@@ -17,9 +17,11 @@ from typing import Any
 from harness_ext.errors import MuseQuantError
 
 #: Task metadata that differs run to run without changing what is measured: where lm-eval found
-#: the YAML, and the options that only change lm-eval's own PrivLeak number (the board
-#: recomputes PrivLeak from the AUCs).
-PER_RUN_METADATA = ("config_source", "privleak_k", "privleak_auc_retrain")
+#: the YAML, the evaluated model's tokenizer when it is not a model argument (a GGUF file's
+#: folder, which muse-quant passes for VerbMem's references, as ``pretrained`` names the model),
+#: and the options that only change lm-eval's own PrivLeak number (the board recomputes PrivLeak
+#: from the AUCs).
+PER_RUN_METADATA = ("config_source", "tokenizer", "privleak_k", "privleak_auc_retrain")
 
 
 def comparable_config(config: Mapping[str, Any], model_args: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,10 @@ A row's identity comes from the ``muse_quant`` key the sweep writes (``schema``,
 ``pretrained`` (``+adapter``) from ``config.model_args``, the precision comes from
 ``config.muse_provenance.precision.name`` or the model arguments, and the corpus from the task
 names. Every score is checked to be a number in its range; a file that is not valid JSON is an
-error, not a skip. Its own module because a file is read the same way wherever it comes from:
-``collect`` reads a folder of them, the audit reads its own.
+error, not a skip. A model evaluated from a GGUF file says so in
+``config.muse_provenance.gguf_source`` (its sha256 and type, shipped or dequantized), which a row
+keeps as its :class:`GgufOrigin`. Its own module because a file is read the same way wherever it
+comes from: ``collect`` reads a folder of them, the audit reads its own.
 """
 
 from __future__ import annotations
@@ -26,13 +28,25 @@ from harness_ext.doc_scores import (
     read_lm_eval_samples,
 )
 from harness_ext.errors import MuseQuantError
-from harness_ext.precision_names import precision_from_model_args
+from harness_ext.precision_names import gguf_file_type_bits, precision_from_model_args
 
 ROLES = ("target", "retrain", "method")
 #: The ``muse_quant`` key's schema this reader understands.
 MUSE_QUANT_SCHEMA = 1
 MUSE_TASK = re.compile(r"^muse_(?P<corpus>.+)_(?P<task>verbmem_f|knowmem_f|knowmem_r|privleak)$")
 _AUC_KEY = re.compile(r"^auc_(?P<attack>.+),none$")
+
+
+@dataclass(frozen=True)
+class GgufOrigin:
+    """The GGUF file a row's model was evaluated from (``gguf_source`` in its provenance)."""
+
+    sha256: str
+    #: ``general.file_type`` (``MOSTLY_Q8_0``), None when the file says none.
+    file_type: str | None
+    bits: int | None
+    #: The file itself on llama.cpp (``gguf-shipped``), else built from its dequantized tensors.
+    shipped: bool
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class ResultRow:
     #: Per task (``verbmem_f``, ``knowmem_f``, ``knowmem_r``, ``privleak``) its per-document
     #: scores, from the ``scores.json`` beside the file; None when there is none.
     doc_scores: Mapping[str, TaskScores] | None = None
+    #: The GGUF file the model was evaluated from (None: a Hugging Face checkpoint).
+    gguf: GgufOrigin | None = None
 
 
 def model_args_of(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,6 +159,23 @@ def _identity(path: Path, data: Mapping[str, Any]) -> dict[str, Any] | None:
     return ident
 
 
+def _gguf_origin(path: Path, data: Mapping[str, Any]) -> GgufOrigin | None:
+    """The ``gguf_source`` block of the file's provenance, checked (None: there is none)."""
+    provenance = (data.get("config") or {}).get("muse_provenance")
+    block = provenance.get("gguf_source") if isinstance(provenance, Mapping) else None
+    if block is None:
+        return None
+    sha256 = block.get("sha256") if isinstance(block, Mapping) else None
+    file_type = block.get("file_type") if isinstance(block, Mapping) else None
+    if not (isinstance(sha256, str) and sha256) or not isinstance(file_type, str | None):
+        raise MuseQuantError(
+            f"{path}: config.muse_provenance.gguf_source needs a sha256 and a file_type string; "
+            "re-run that cell or remove the file"
+        )
+    bits = gguf_file_type_bits(file_type) if file_type else None
+    return GgufOrigin(sha256, file_type, bits, block.get("shipped") is True)
+
+
 def _foreign_label(path: Path, model_args: Mapping[str, Any]) -> str:
     pretrained = model_args.get("pretrained")
     if not pretrained:
@@ -199,6 +232,7 @@ def rows_from_results(
         seed = None
         precision = _foreign_precision(path, data, model_args)
     rows, warnings = [], []
+    gguf = _gguf_origin(path, data)
     per_doc = (
         read_doc_scores(path.parent / DOC_SCORES_FILE)
         if ident is not None
@@ -227,6 +261,7 @@ def rows_from_results(
                 date=data.get("date") if isinstance(data.get("date"), int | float) else None,
                 seed=seed,
                 doc_scores=_corpus_doc_scores(per_doc, corpus),
+                gguf=gguf,
             )
         )
     return rows, warnings

@@ -29,6 +29,7 @@ from leaderboards.collect import Collection, collect_results
 from leaderboards.ranking import group_seeds, rank_methods
 from leaderboards.results_file import ResultRow
 from leaderboards.scores import (
+    GGUF_MARKER,
     PUBLISHED_ATTACK,
     Board,
     CorpusBoard,
@@ -162,6 +163,8 @@ def score_corpus(corpus: str, rows: Sequence[ResultRow], options: RobustnessOpti
         (methods if scores.role == "method" else reference_models).append(scores)
         if scores.role == "method" and scores.missing_precisions:
             notes.append(f"{label} has no results at {', '.join(scores.missing_precisions)}")
+        if scores.gguf is not None:
+            notes.append(f"{label}{GGUF_MARKER}: {scores.gguf.text}")
     if not methods:
         notes.append("no unlearned models (role method) in the results: nothing to rank")
     retrain_scores = next((m for m in reference_models if m.role == "retrain"), None)

@@ -138,6 +138,24 @@ class CellScores:
         return self.intervals.get(name)
 
 
+#: What follows the label of a model evaluated from a GGUF file, in its rows and its note.
+GGUF_MARKER = " [GGUF]"
+
+
+@dataclass(frozen=True)
+class GgufMark:
+    """What the board says of a model evaluated from a GGUF file: the file(s) its rows name (a
+    sha256 and ``general.file_type`` each) and that sentence. Reads as its sentence (``str()``,
+    the CSV cell)."""
+
+    sha256: tuple[str, ...]
+    file_types: tuple[str | None, ...]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass(frozen=True)
 class ModelScores:
     """One model on one corpus across precisions, with the worst cases the ranking reads."""
@@ -172,6 +190,9 @@ class ModelScores:
     #: group's when it is the group's worst seed, else its own row); None for the references,
     #: the other seeds, and a method with no deployment to certify over.
     certificate: Certificate | None = None
+    #: The GGUF file the model was evaluated from (None: a Hugging Face checkpoint): the board
+    #: marks its row and says so in a note.
+    gguf: GgufMark | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leaderboards.intervals import Interval
-from leaderboards.scores import CRITERIA, CellScores, ModelScores
+from leaderboards.scores import CRITERIA, GGUF_MARKER, CellScores, ModelScores
 
 #: How the tables mark a criterion: passed, failed, not computable.
 CRITERION_MARKS = {True: "✓", False: "✗", None: "n/a"}
@@ -82,7 +82,12 @@ RANK = Column(
     "Rank", "rank by the ranking rule (shared: the intervals cannot order them)", "rank",
     lambda m, c: m.rank,
 )  # fmt: skip
-MODEL = Column("Model", "the results' label", "text", lambda m, c: m.label)
+MODEL = Column(
+    "Model",
+    f"the results' label ({GGUF_MARKER.strip()}: evaluated from a GGUF file, see the notes)",
+    "text",
+    lambda m, c: m.label + (GGUF_MARKER if m.gguf is not None else ""),
+)
 
 #: The ranking table: one row per method, its verdict and the numbers behind its rank.
 RANKING_COLUMNS = (
