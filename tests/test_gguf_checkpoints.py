@@ -296,6 +296,9 @@ def test_an_audit_and_its_board_mark_the_gguf_model(
     assert all(m.gguf is None for m in corpus.references)
     note = f"target-q8_0 [GGUF]: GGUF file MOSTLY_Q8_0 (8-bit), sha256 {sha256(path)[:12]}"
     assert any(n.startswith(note) for n in corpus.notes)
+    assert "retrain model has no results at gguf-shipped: C1, C2, PrivLeak n/a there" in (
+        corpus.notes
+    )
     markdown, html = render_markdown(board), render_html(board)
     assert "| target-q8_0 [GGUF] |" in markdown and note in markdown
     assert "target-q8_0 [GGUF]" in html and note in html
