@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from muse_run import logits, run_tasks
+from muse_run import logits, one_line, run_tasks
 from transformers import AutoTokenizer
 
 from bench.results import flat_metrics
+from harness_ext.errors import MuseQuantError
 from leaderboards.render.csv_table import render_csv
 from leaderboards.render.html_page import render_html
 from leaderboards.render.json_board import render_json
@@ -185,6 +186,35 @@ def test_a_torch_precision_builds_from_the_dequantized_file_cached_once(
     assert block["shipped"] is False and "dequantized" in block["note"]
     assert block["hf_folder"]["hit"] is True
     assert set(prov["weights_sha256"]) == {"config.json", "model.safetensors"}
+
+
+def test_an_adapter_on_the_f32_file_is_the_adapter_on_the_target(
+    shipped: dict[str, Path], target: Path, tmp_path: Path
+) -> None:
+    """The dequantized folder is an ordinary checkpoint: an adapter merges into it as into the
+    target (the same weights, so the same merged logits at fp32 and nf4), after the base check,
+    which refuses a base other than the recorded one unless allowed."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"]))
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
+    lora.save_pretrained(tmp_path / "lora")
+    adapter = str(tmp_path / "lora")
+    with pytest.raises(MuseQuantError) as err:
+        load_causal_lm(str(shipped["f32"]), adapter=adapter, precision="fp32")
+    assert "was trained on another base" in one_line(err)
+    for precision in ("fp32", "nf4"):
+        merged, prov = load_causal_lm(
+            str(shipped["f32"]), adapter=adapter, precision=precision, allow_other_base=True
+        )
+        reference, _ = load_causal_lm(str(target), adapter=adapter, precision=precision)
+        assert torch.equal(logits(merged), logits(reference)), precision
+        assert prov["adapter"]["merged"] is True and "OVERRIDDEN" in prov["adapter"]["base"]
 
 
 # --------------------------------------------------------------------------- bad input
