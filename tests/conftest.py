@@ -28,7 +28,14 @@ os.environ.setdefault(
 
 #: Test files that take minutes (measured with ``--durations``): run first, so that with one
 #: worker per core the long ones overlap each other instead of ending the run alone.
-SLOWEST_FIRST = ("test_zoo.py", "test_sweep.py", "test_demo.py", "test_gguf.py", "test_awq.py")
+SLOWEST_FIRST = (
+    "test_zoo.py",
+    "test_sweep.py",
+    "test_demo.py",
+    "test_real_model.py",
+    "test_gguf.py",
+    "test_awq.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

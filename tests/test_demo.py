@@ -21,7 +21,7 @@ from muse_quant.cli import main
 from muse_quant.toyworld.build import load_manifest
 from muse_quant.toyworld.zoo import build_zoo
 
-PRECISIONS = ("fp32", "magnitude-2of4", "relearn-retain-k3", "nf4")  # the board's order
+PRECISIONS = ("fp32", "relearn-retain-k3", "nf4")  # the board's order
 #: The precisions the headline groups runs by; the others each get a line of their own.
 QUANTIZED = ("nf4",)
 AUDITED = {"npo_gdr_full": "full", "npo_gdr_lora": "lora"}

@@ -23,7 +23,7 @@ from model_wrappers.precisions.ggml import import_gguf
 
 #: Bumped whenever the float32 file this module writes changes (part of the cache key).
 #: 2: the file carries the checkpoint's own tokenizer.json (``tokenizer.huggingface.json``).
-WRITER_VERSION = 2
+WRITER_VERSION = 3
 #: The Llama configuration llama.cpp's ``llama`` graph computes.
 PLAIN_LLAMA = {
     "rope_type": "default", "attention_bias": False, "mlp_bias": False, "hidden_act": "silu"
@@ -135,10 +135,14 @@ def write_f32_gguf(model: nn.Module, folder: Path, path: Path) -> None:
         writer.add_string(gguf.Keys.Tokenizer.HF_JSON, backend.to_str())
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    # A model whose output head is its embedding (SmolLM2's tie_word_embeddings) has one tensor,
+    # as in llama.cpp's own converter: without ``output.weight`` llama.cpp reads token_embd.
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     for hf_name, tensor in model.state_dict().items():
-        writer.add_tensor(
-            gguf_name(names, hf_name), _to_gguf(hf_name, tensor, heads, kv_heads)
-        )
+        if hf_name not in tied:
+            writer.add_tensor(
+                gguf_name(names, hf_name), _to_gguf(hf_name, tensor, heads, kv_heads)
+            )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -178,9 +182,15 @@ def load_dequantized(model: nn.Module, path: Path) -> int:
     gguf, _ = import_gguf()
     config = model.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    reader = gguf.GGUFReader(str(path))
+    if config.tie_word_embeddings and any(t.name == "output.weight" for t in reader.tensors):
+        # llama.cpp's quantizer writes the tied head as a tensor of its own (its type can
+        # differ from the embedding's): untie it here, so the head holds what llama.cpp reads.
+        head = model.get_output_embeddings()
+        head.weight = nn.Parameter(head.weight.detach().clone())
+        config.tie_word_embeddings = False
     params = dict(model.named_parameters())
     by_gguf = {gguf_name(names, name): name for name in params}
-    reader = gguf.GGUFReader(str(path))
     quantized = 0
     for tensor in reader.tensors:
         hf_name = by_gguf[tensor.name]
