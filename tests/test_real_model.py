@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from lm_eval.api.instance import Instance
+from muse_run import run_tasks
 
 from model_wrappers.muse_model import build
 from model_wrappers.request import read_request
@@ -109,3 +111,43 @@ def test_quantization_error_grows_as_bits_fall(measured) -> None:
     order = ("gguf-q6_k", "gguf-q4_k_m", "gguf-q2_k", "nf4", "fp4")
     values = [measured(p)[0] for p in order]
     assert values == sorted(values), dict(zip(order, values, strict=True))
+
+
+@pytest.fixture(scope="module")
+def two_of_each(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro world's MUSE data, the first two records of every split (about a minute of
+    SmolLM2 on one thread per evaluator)."""
+    data = tmp_path_factory.mktemp("muse-two") / "data"
+    for split in (micro_world / "data").glob("*/*.json"):
+        target = data / split.parent.name / split.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(json.loads(split.read_text())[:2]))
+    return data
+
+
+def test_the_tasks_equal_the_batch_one_reference_on_it(
+    smollm2: str, two_of_each: Path, monkeypatch, tmp_path: Path
+) -> None:
+    """Our batched tasks and the independent batch-1 evaluator (bench/reference_muse.py) on the
+    dequantized SmolLM2, with its byte-level vocabulary and special tokens: every metric equal,
+    and the generations are text, not empty strings."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.reference_muse import evaluate as reference_evaluate
+    from bench.results import flat_metrics
+    from harness_ext.metrics.auc import PUBLISHED_RETRAIN_AUC
+
+    folder = read_request({"pretrained": smollm2}).opened.weights.folder
+    monkeypatch.chdir(tmp_path)  # lm-eval asks git for a commit hash of the working directory
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    expected = reference_evaluate(
+        model, AutoTokenizer.from_pretrained(folder), two_of_each, PUBLISHED_RETRAIN_AUC["news"]
+    )
+    results = run_tasks(folder, two_of_each, ["muse_news"], batch_size=8, log_samples=True)
+    got = flat_metrics(results)
+    assert set(got) == set(expected)
+    for metric, value in expected.items():
+        assert got[metric] == pytest.approx(value, abs=0.01 if "mem" in metric else 1e-4), metric
+    for task in ("muse_news_verbmem_f", "muse_news_knowmem_f", "muse_news_knowmem_r"):
+        answers = [sample["resps"][0][0] for sample in results["samples"][task]]
+        assert answers and all(answer.strip() for answer in answers), task
