@@ -55,7 +55,7 @@ def side_reference(model_dir: Path, data: Path) -> dict[str, float]:
 def side_tasks(model_dir: Path, data: Path, batch_size: str, model_args: str) -> dict[str, float]:
     from lm_eval import simple_evaluate
 
-    import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    import model_wrappers.muse_model  # noqa: F401 - registers --model muse
     from bench.results import flat_metrics
     from muse_quant.lm_eval_tasks import task_manager
 

@@ -70,7 +70,7 @@ def one_precision(model: Path, data: Path, precision: str, emulated: bool, devic
     import torch
     from lm_eval import simple_evaluate
 
-    import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    import model_wrappers.muse_model  # noqa: F401 - registers --model muse
     from bench.results import flat_metrics
     from muse_quant.lm_eval_tasks import task_manager
 

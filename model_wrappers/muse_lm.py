@@ -70,6 +70,11 @@ def _quiet_model_object() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
+#: Model types whose logits are exactly the output head applied to the last hidden state (no
+#: soft-capping or logit scale), scored with one row's logits at a time (``_row_logits``).
+ROW_HEAD_MODELS = ("llama", "mistral", "qwen2")
+
+
 class MuseLM(MuseRequests, HFLM):
     """lm-eval's HFLM with float32 per-token statistics for PrivLeak and a strict context policy."""
 
@@ -173,14 +178,31 @@ class MuseLM(MuseRequests, HFLM):
 
     # ------------------------------------------------------------------ the per-token path
 
+    def _row_logits(self, batch: torch.Tensor) -> Any:
+        """``logits(row, n)``: the first ``n`` positions' logits of one row of ``batch``.
+
+        A batch's logits (rows x width x vocabulary, float32) are what held the memory: 1.6 GB
+        for 8,192 tokens of SmolLM2's 49,152-token vocabulary. Where the logits are the output
+        head applied to the last hidden state (:data:`ROW_HEAD_MODELS`), the transformer runs
+        batched and the head one row at a time, so only one row's logits exist at once: the
+        same numbers, a batch-1 evaluator's memory. No KV cache: scoring never decodes after.
+        """
+        if self.model.config.model_type not in ROW_HEAD_MODELS:
+            logits = self.model(batch, use_cache=False).logits
+            return lambda row, n: logits[row, :n]
+        # The decoder alone (the model without its head) returns only the last hidden state.
+        hidden = self.model.get_decoder()(batch, use_cache=False).last_hidden_state
+        head = self.model.get_output_embeddings()
+        return lambda row, n: head(hidden[row, :n])
+
     def _score_sequences(
         self, jobs: list[tuple[list[int], bool]], disable_tqdm: bool
     ) -> list[tuple[Any, Any, Any]]:
         """(log-probs, mu, sigma) per job, as float32 numpy arrays (mu/sigma None if not asked).
 
         Longest first, so each batch pads little and a memory error shows up at once. A batch
-        holds at most ``max_batch_tokens`` padded tokens (at least one text): the logits of a
-        batch, ``rows x width x vocabulary``, are what sets this pass's peak memory.
+        holds at most ``max_batch_tokens`` padded tokens (at least one text); its logits are
+        computed one row at a time where the model allows (``_row_logits``).
         """
         order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
         auto = self.batch_size == "auto"
@@ -197,12 +219,12 @@ class MuseLM(MuseRequests, HFLM):
             batch = torch.full((len(chunk), width), pad, dtype=torch.long)
             for row, j in enumerate(chunk):
                 batch[row, : len(jobs[j][0])] = torch.tensor(jobs[j][0])
-            with torch.no_grad():  # no KV cache: a scoring pass never decodes after it
-                logits = self.model(batch.to(self.device), use_cache=False).logits
-            for row, j in enumerate(chunk):
-                ids, moments = jobs[j]
-                n = len(ids)
-                out[j] = row_stats(logits[row, : n - 1], batch[row, 1:n], moments)
+            with torch.no_grad():
+                rows_logits = self._row_logits(batch.to(self.device))
+                for row, j in enumerate(chunk):
+                    ids, moments = jobs[j]
+                    n = len(ids)
+                    out[j] = row_stats(rows_logits(row, n - 1), batch[row, 1:n], moments)
             bar.update(len(chunk))
         bar.close()
         return out

@@ -18,7 +18,7 @@ def run_tasks(model_dir: Path, data: Path, tasks: list[str], **kw) -> dict:
     """Our tasks through lm-eval's public API, the way the command line runs them."""
     from lm_eval import simple_evaluate
 
-    import model_wrappers.muse_lm  # noqa: F401 - registers --model muse
+    import model_wrappers.muse_model  # noqa: F401 - registers --model muse
     from muse_quant.lm_eval_tasks import task_manager
 
     model = kw.pop("model", "muse")

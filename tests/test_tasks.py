@@ -261,7 +261,8 @@ def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
         args = dict(pretrained=target, batch_size=64, device="cpu", max_batch_tokens=limit)
         lm = muse_model(args)
         shapes[limit] = seen = []
-        lm.model.register_forward_hook(lambda _m, args, _o, seen=seen: seen.append(args[0].shape))
+        decoder = lm.model.get_decoder()  # what sees each scoring batch (_row_logits)
+        decoder.register_forward_hook(lambda _m, args, _o, seen=seen: seen.append(args[0].shape))
         stats[limit] = lm.token_stats(texts, disable_tqdm=True)
     assert all(rows == 1 for rows, _ in shapes[1])
     assert all(rows * width <= 600 or rows == 1 for rows, width in shapes[600])
@@ -270,6 +271,23 @@ def test_max_batch_tokens_bounds_each_scoring_batch_and_changes_no_number(
         for ours, alone in zip(stats[limit], stats[1], strict=True):
             for field in ("logprobs", "mu", "sigma", "lowercase_logprobs"):
                 assert np.abs(getattr(ours, field) - getattr(alone, field)).max() <= 1e-5
+
+
+def test_logits_one_row_at_a_time_are_the_batch_logits(micro_world: Path, monkeypatch) -> None:
+    """The output head applied row by row to the batch's last hidden states (the memory of one
+    row's logits) gives exactly the statistics of the whole batch's logits."""
+    from model_wrappers import muse_lm
+    from model_wrappers.muse_model import muse_model
+
+    texts = json.loads((micro_world / "data" / "privleak" / "forget.json").read_text())
+    lm = muse_model({"pretrained": str(micro_world / "models" / "target"), "batch_size": 8})
+    assert lm.model.config.model_type in muse_lm.ROW_HEAD_MODELS
+    rows = lm.token_stats(texts, disable_tqdm=True)
+    monkeypatch.setattr(muse_lm, "ROW_HEAD_MODELS", ())
+    whole = lm.token_stats(texts, disable_tqdm=True)
+    for a, b in zip(rows, whole, strict=True):
+        for field in ("logprobs", "mu", "sigma", "lowercase_logprobs"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
 
 
 def test_max_batch_tokens_must_be_a_positive_count(micro_world: Path) -> None:
