@@ -27,7 +27,7 @@ from leaderboards.collect import Collection, collect_results
 from leaderboards.render.board_files import render_all
 from leaderboards.render.console import format_summary
 from leaderboards.robustness import Board, compute_board
-from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, model_verdict
+from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, PrecisionVerdict, model_verdict
 from leaderboards.write import check_board_folder, check_report_folder, write_folder
 from model_wrappers.precisions import resolve_precision
 from model_wrappers.precisions.gguf import GGUF, GGUF_INSTALL
@@ -255,17 +255,22 @@ def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) ->
     which runs keep their forgetting under it: the audit's verdicts
     (:func:`leaderboards.audit.audit_results`, from the results files alone), grouped by the
     board's rule; one rule for the headline, the board, the reports and ``muse-quant audit``."""
-    quantizations = [p for p in precisions if not split_deployment(p)[0]]
     deployments = [p for p in precisions if split_deployment(p)[0]]
     groups: dict[str, list[list[str]]] = {group: [] for group in GROUPS}
+    #: label -> the verdict at full precision, and at each deployment (one audit per run: a
+    #: precision's verdict reads that precision's cells alone).
+    verdicts: dict[str, tuple[PrecisionVerdict, dict[str, PrecisionVerdict]]] = {}
     for label in labels:
-        audit = audit_results(results, label, corpus=CORPUS, precisions=quantizations)
-        group, _ = model_verdict(audit.verdicts)
-        texts = [] if group == "holds" else [v.text for v in audit.verdicts if not v.passed]
+        audit = audit_results(results, label, corpus=CORPUS, precisions=precisions)
+        full, *others = audit.verdicts
+        verdicts[label] = full, {v.precision: v for v in others}
+        ours = [full, *(v for v in others if v.precision not in deployments)]
+        group, _ = model_verdict(ours)
+        texts = [] if group == "holds" else [v.text for v in ours if not v.passed]
         model = f"    {label} ({audit.model.method}, {audit.model.mode})"
         groups[group].append([model, *(f"      {text}" for text in texts)])
-    full, *quantized = audit.verdicts
-    lines = [f"{CORPUS}: each run at {', '.join(v.precision for v in quantized)}, compared with "
+    quantized = [v.precision for v in ours[1:]]
+    lines = [f"{CORPUS}: each run at {', '.join(quantized)}, compared with "
              f"itself at {full.precision} (the rule: docs/audit.md)"]  # fmt: skip
     for group, entries in groups.items():
         if entries:
@@ -273,7 +278,7 @@ def headline(results: Path, labels: Sequence[str], precisions: Sequence[str]) ->
             lines.append(f"  {header}: {len(entries)} of {len(labels)}")
             lines += [line for entry in entries for line in entry]
     for deployment in deployments:
-        lines += _under(results, labels, full.precision, deployment)
+        lines += _under(verdicts, deployment)
     return "\n".join(lines)
 
 
@@ -285,18 +290,19 @@ UNDER = {
 }
 
 
-def _under(results: Path, labels: Sequence[str], full: str, deployment: str) -> list[str]:
-    """Which runs keep their forgetting under one deployment (its verdict by the same rule)."""
+def _under(
+    verdicts: dict[str, tuple[PrecisionVerdict, dict[str, PrecisionVerdict]]], deployment: str
+) -> list[str]:
+    """Which runs keep their forgetting under one deployment (its verdict by the same rule),
+    from each run's verdicts at full precision and at every precision."""
     found: dict[str, list[str]] = {}
-    for label in labels:
-        audit = audit_results(results, label, corpus=CORPUS, precisions=[full, deployment])
-        first, at = audit.verdicts
-        status = "gate" if first.status != "forgets" else at.status
+    for label, (full, at) in verdicts.items():
+        status = "gate" if full.status != "forgets" else at[deployment].status
         found.setdefault(status, []).append(label)
     lines = [f"  under {deployment} (docs/deployments.md):"]
     for status, word in UNDER.items():
         if found.get(status):
-            lines.append(f"    {word}: {len(found[status])} of {len(labels)}: "
+            lines.append(f"    {word}: {len(found[status])} of {len(verdicts)}: "
                          f"{', '.join(found[status])}")  # fmt: skip
     others = found.get("gate", []) + found.get("n/a", [])
     if others:
