@@ -285,6 +285,14 @@ def non_negative(value: Any) -> float:
     return number
 
 
+def positive_float(value: Any) -> float:
+    """A finite number above 0 (a learning rate)."""
+    number = float(value)
+    if not 0.0 < number < float("inf"):
+        raise ValueError("expected a positive number")
+    return number
+
+
 def positive_int(value: Any) -> int:
     number = int(value)
     if number <= 0:

@@ -34,6 +34,7 @@ from model_wrappers.precisions.base import (
     StepContext,
     StepEntry,
     open_fraction,
+    positive_float,
     positive_int,
 )
 from model_wrappers.precisions.cached import cached_checkpoint
@@ -42,13 +43,6 @@ from model_wrappers.training import TrainPhase, train_causal_lm
 #: Bump when the training of a step changes, so cached relearned weights are recomputed.
 TRAINER_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
-
-
-def positive_float(value: Any) -> float:
-    number = float(value)
-    if not 0.0 < number < float("inf"):
-        raise ValueError("expected a positive number")
-    return number
 
 
 def data_folder(value: Any) -> str | None:
@@ -94,13 +88,20 @@ def scored_documents(data: Path) -> set[int]:
     return scored
 
 
-def relearning_slice(data: Path, kind: str, share: float, seed: int) -> list[int]:
+def excluded_documents(data: Path, kind: str) -> set[int]:
+    """The documents of ``kind``'s split relearning may not train on: for forget, the scored."""
+    return scored_documents(data) if kind == "forget" else set()
+
+
+def relearning_slice(
+    data: Path, kind: str, share: float, seed: int, excluded: set[int] | None = None
+) -> list[int]:
     """The indices of the documents ``kind`` relearning trains on: ``share`` of its split, drawn
-    with ``seed`` from the documents it may use (for forget, the unscored ones)."""
+    with ``seed`` from the documents it may use (``excluded``: the ones it may not, computed
+    here when not given)."""
     documents = read_split(data, "raw", SPLITS[kind])
-    allowed = sorted(
-        set(range(len(documents))) - (scored_documents(data) if kind == "forget" else set())
-    )
+    excluded = excluded_documents(data, kind) if excluded is None else excluded
+    allowed = sorted(set(range(len(documents))) - excluded)
     wanted = max(1, round(share * len(documents)))
     if wanted > len(allowed):
         fix = "lower relearn_share" if allowed else "relearn on retain, or give relearn_data"
@@ -122,11 +123,13 @@ def _data(step: Deployment, folder: Path) -> Path:
     return world / "data"
 
 
-def _slice(step: Deployment, folder: Path) -> tuple[Path, list[int]]:
-    """The data folder and the documents ``step`` trains on, for the model in ``folder``."""
-    data = _data(step, folder)
+def _slice(step: Deployment, folder: Path) -> tuple[Path, list[int], set[int]]:
+    """The data folder, the documents ``step`` trains on and those it may not, for the model in
+    ``folder``."""
+    data, kind = _data(step, folder), str(step.params["kind"])
     share, seed = step.options["relearn_share"], step.options["relearn_seed"]
-    return data, relearning_slice(data, str(step.params["kind"]), share, seed)
+    excluded = excluded_documents(data, kind)
+    return data, relearning_slice(data, kind, share, seed, excluded), excluded
 
 
 def check_slice(step: Deployment, folder: Path) -> None:
@@ -137,7 +140,7 @@ def check_slice(step: Deployment, folder: Path) -> None:
 def relearn(model: nn.Module, step: Deployment, context: StepContext) -> dict[str, Any]:
     """Fine-tune ``model`` in place for the step's ``k`` steps on its slice (module docstring)."""
     kind, steps, options = str(step.params["kind"]), int(step.params["steps"]), step.options
-    data, chosen = _slice(step, context.folder)
+    data, chosen, excluded = _slice(step, context.folder)
     documents = read_split(data, "raw", SPLITS[kind])
     texts = [documents[i]["text"] for i in chosen]
     key = {
@@ -180,7 +183,7 @@ def relearn(model: nn.Module, step: Deployment, context: StepContext) -> dict[st
         "data": str(data),
         "split": f"raw/{SPLITS[kind]}",
         "documents": chosen,
-        "scored_excluded": sorted(scored_documents(data)) if kind == "forget" else [],
+        "scored_excluded": sorted(excluded),
         "steps": steps,
         "final_loss": losses[0] if losses else None,
         "cache": {"hit": hit, "path": str(folder)},
