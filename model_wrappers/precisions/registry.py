@@ -90,7 +90,8 @@ def _parsed(name: str, declared: Mapping[str, Option], given: Mapping[str, Any])
     return resolved
 
 
-def _step(name: str, step: str, options: Mapping[str, Any]) -> Deployment:
+def _step(name: str, step: str, options: Mapping[str, Any]) -> tuple[Deployment, StepEntry]:
+    """A deployment step resolved, with the entry it matched (whose options it declares)."""
     for entry in STEP_REGISTRY:
         match = entry.pattern.fullmatch(step)
         if match is not None:
@@ -98,10 +99,11 @@ def _step(name: str, step: str, options: Mapping[str, Any]) -> Deployment:
             problem = entry.check(params) if entry.check else None
             if problem:
                 raise MuseQuantError(f"precision {name}: deployment step {step}: {problem}")
-            return Deployment(
+            deployment = Deployment(
                 step, entry.kind, params, _parsed(name, entry.options, options), entry.apply,
                 entry.calibrated, entry.check_folder,
             )  # fmt: skip
+            return deployment, entry
     steps = [e.example for e in STEP_REGISTRY]
     raise MuseQuantError(
         f"precision {name}: unknown deployment step {step!r}{did_you_mean(step, steps)}; known: "
@@ -125,17 +127,16 @@ def resolve_precision(
             f"steps change weights; put them before a precision built from the dequantized file "
             f"({step_names[0]}+gguf-q8_0, {step_names[0]}+nf4)"
         )
-    steps = tuple(_step(name, step, options) for step in step_names)
-    step_keys = {key for step in steps for key in step.options}
+    matched = [_step(name, step, options) for step in step_names]
+    steps = tuple(deployment for deployment, _ in matched)
+    step_options = {key: opt for _, entry in matched for key, opt in entry.options.items()}
     for entry in REGISTRY:
         match = entry.pattern.fullmatch(quantization)
         if match is None:
             continue
-        unknown = sorted(set(options) - set(entry.options) - step_keys)
+        unknown = sorted(set(options) - set(entry.options) - set(step_options))
         if unknown:
-            declared = {**entry.options}
-            for step in step_names:
-                declared |= next(e.options for e in STEP_REGISTRY if e.pattern.fullmatch(step))
+            declared = {**entry.options, **step_options}
             allowed = ", ".join(f"{k} ({o.help})" for k, o in declared.items()) or "none"
             raise MuseQuantError(
                 f"precision {name}: unknown option(s) {', '.join(unknown)}; its options: {allowed}"
