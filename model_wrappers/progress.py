@@ -62,10 +62,14 @@ class PlainProgress:
     def _line(self) -> None:
         self.last = now = self.clock()
         percent = 100 * self.n // self.total if self.total else 100
+        elapsed = now - self.started
+        left = ""
+        if 0 < self.n < self.total:  # tqdm's estimate: the rate so far over the steps to go
+            left = f", about {elapsed / self.n * (self.total - self.n):.0f} s left"
         tail = f", {self.postfix}" if self.postfix else ""
         print(
             f"{self.desc}: {self.n}/{self.total} {self.unit}s ({percent}%), "
-            f"{now - self.started:.0f} s{tail}",
+            f"{elapsed:.0f} s{left}{tail}",
             file=self.file,
             flush=True,
         )

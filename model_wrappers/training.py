@@ -11,6 +11,7 @@ thread count.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +47,12 @@ def train_causal_lm(
     seed: int,
     desc: str,
     steps: int | None = None,
+    until: Callable[[int], bool] | None = None,
 ) -> float:
     """Train on ``texts`` (BOS + text + EOS each) for ``phase.epochs`` epochs, or only the first
-    ``steps`` optimizer steps of them; return the mean loss of the last epoch trained."""
+    ``steps`` optimizer steps of them, or until ``until(epochs_done)``, asked after each epoch,
+    says stop (the schedule still spans ``phase.epochs``); return the mean loss of the last epoch
+    trained."""
     ids = [tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
     too_long = max(len(x) for x in ids)
     if too_long > model.config.max_position_embeddings:
@@ -70,7 +74,7 @@ def train_causal_lm(
     model.train()
     epoch_loss, done = float("nan"), 0
     with step_progress(total, desc) as bar:
-        for _ in range(phase.epochs):
+        for epoch in range(phase.epochs):
             losses = []
             for input_ids, mask, labels in _batches(
                 ids, phase.batch_size, tokenizer.pad_token_id, gen
@@ -89,5 +93,11 @@ def train_causal_lm(
                 done += 1
             if losses:
                 epoch_loss = sum(losses) / len(losses)
+            if until is not None and done < total:
+                model.eval()
+                stop = until(epoch + 1)
+                model.train()
+                if stop:
+                    break
     model.eval()
     return epoch_loss

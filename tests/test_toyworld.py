@@ -189,7 +189,8 @@ def test_same_config_reuses_the_cache_without_building(probe_world, monkeypatch,
 
 
 def test_progress_off_a_terminal_is_a_few_plain_lines() -> None:
-    """1,200 steps over 2 minutes: a line per tenth at most (and 10 s apart), then the end."""
+    """1,200 steps over 2 minutes: a line per tenth at most (and 10 s apart) with the time left,
+    then the end."""
     now = [0.0]
     out = io.StringIO()
     with PlainProgress(1200, "pretrain base", file=out, clock=lambda: now[0]) as bar:
@@ -200,11 +201,13 @@ def test_progress_off_a_terminal_is_a_few_plain_lines() -> None:
     lines = out.getvalue().splitlines()
     assert 2 <= len(lines) <= 10 and "\r" not in out.getvalue()
     assert lines[-1] == "pretrain base: 1200/1200 steps (100%), 120 s, loss=0.001"
+    # The first tenth took 12 s: the other nine at that rate.
+    assert lines[0] == "pretrain base: 120/1200 steps (10%), 12 s, about 108 s left, loss=0.008"
     quick = io.StringIO()
     with PlainProgress(1200, "quick", file=quick, clock=lambda: 0.0) as bar:
         for _ in range(600):  # under 10 s, stopped early: one line, when it closes
             bar.update(1)
-    assert quick.getvalue() == "quick: 600/1200 steps (50%), 0 s\n"
+    assert quick.getvalue() == "quick: 600/1200 steps (50%), 0 s, about 0 s left\n"
 
 
 def test_corrupted_world_is_rebuilt_not_reused(probe_world, tmp_path):

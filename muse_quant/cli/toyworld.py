@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_apart
-from muse_quant.toyworld.bases import BASES, base_spec, fetch_base
-from muse_quant.toyworld.config import SCALES
+from muse_quant.toyworld.bases import BASES, DEFAULT_BASE, base_spec, fetch_base
+from muse_quant.toyworld.config import PRETRAINED_SCALES, SCALES
 from muse_quant.toyworld.report import format_report, format_zoo
 
 
@@ -26,15 +27,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "target (fine-tuned on forget+retain) and retrain (retain only). Cached by "
             "configuration hash; building again with the same configuration takes a hash check."
         ),
-        epilog="Example: muse-quant toyworld build --scale tiny --out /tmp/world",
+        epilog="Examples:\n  muse-quant toyworld build --scale tiny --out /tmp/world\n"
+        "  muse-quant toyworld build --base smollm2-135m",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build.add_argument(
         "--scale",
         choices=list(SCALES),
-        default="default",
-        help="micro (the tests' world, under a minute), tiny (the demo's, about two minutes) or "
-        "default (bigger); default: %(default)s",
+        help="micro (the tests' world, under a minute), tiny (the demo's, about two minutes), "
+        "default (bigger), or real (a pretrained base fine-tuned until it memorizes; see "
+        "--base); default: real with --base, else default",
+    )
+    build.add_argument(
+        "--base",
+        metavar="NAME|PATH",
+        help="build the real world on this pretrained base: a known one ("
+        + ", ".join(BASES)
+        + "), a GGUF file, or a local Llama folder; default with --scale real: "
+        + DEFAULT_BASE,
     )
     build.add_argument(
         "--out",
@@ -76,9 +86,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from muse_quant.toyworld.build import build_world  # torch and transformers load slowly
+    # torch and transformers load slowly
+    from muse_quant.toyworld.build import build_world, check_out_dir
+    from muse_quant.toyworld.pretrained import resolve_base
 
-    world = build_world(scale=args.scale, out=args.out)
+    scale = args.scale or ("real" if args.base else "default")
+    if args.base and scale not in PRETRAINED_SCALES:
+        raise MuseQuantError(
+            f"--base builds the real world, not --scale {scale}; drop one of the two"
+        )
+    if args.out:
+        check_out_dir(Path(args.out))  # before a base is fetched or dequantized
+    base = resolve_base(args.base or DEFAULT_BASE) if scale in PRETRAINED_SCALES else None
+    world = build_world(scale=scale, out=args.out, base=base)
     print(format_report(world))
     return 0
 

@@ -59,6 +59,10 @@ BASES = {
 }
 
 
+#: The base of ``toyworld build --scale real`` and of the tests on a real model.
+DEFAULT_BASE = "smollm2-135m"
+
+
 def base_spec(name: str) -> WheelBase:
     """The known base ``name``, or a one-line error naming the closest."""
     if name not in BASES:

@@ -9,12 +9,12 @@ folder and renames it into place, so an interrupted build never leaves a half wo
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,13 +27,16 @@ from harness_ext.versions import library_versions
 from model_wrappers.progress import library_bars_on_terminal_only
 from model_wrappers.training import train_causal_lm
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
-from muse_quant.toyworld.config import ToyWorldConfig, config_for
+from muse_quant.toyworld.config import PRETRAINED_SCALES, ToyWorldConfig, config_for
 from muse_quant.toyworld.corpus import (
+    Corpus,
     generate_corpus,
     verbatim_pair,
     write_muse_layout,
 )
+from muse_quant.toyworld.finetune import fine_tune
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
+from muse_quant.toyworld.pretrained import ResolvedBase
 from muse_quant.toyworld.report import reused_line
 from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
 from muse_quant.toyworld.training import new_llama
@@ -49,7 +52,7 @@ def _log(msg: str) -> None:
     print(f"[toyworld] {msg}", file=sys.stderr, flush=True)
 
 
-def _check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
     """Refuse a folder we must not replace: a foreign non-empty one, or one we cannot write."""
     if out.is_dir() and any(out.iterdir()) and load_manifest(out) is None:
         raise MuseQuantError(
@@ -63,12 +66,21 @@ def build_world(
     scale: str = "default",
     out: str | os.PathLike | None = None,
     config: ToyWorldConfig | None = None,
+    base: ResolvedBase | None = None,
 ) -> Path:
-    """Return the folder of the toy world for ``config`` (default: the named ``scale``), building
-    it only when no intact world with that configuration is there already."""
+    """Return the folder of the toy world for ``config`` (default: the named ``scale``; with
+    ``base``, the ``real`` scale on it), building it only when no intact world with that
+    configuration is there already."""
+    if base is not None:
+        config = replace(config or config_for("real"), base=base.identity)
     config = config or config_for(scale)
+    if (config.scale in PRETRAINED_SCALES) != (base is not None):
+        raise MuseQuantError(
+            f"the {config.scale} world "
+            + ("is built on a pretrained base: pass --base" if base is None else "has no --base")
+        )
     out = Path(out) if out is not None else default_world_dir(config)
-    _check_out_dir(out)
+    check_out_dir(out)
     if _reusable(out, config, quiet=True):
         return _reused(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +91,7 @@ def build_world(
         if _reusable(out, config, quiet=False):
             return _reused(out)
         with staged_dir(out) as tmp:
-            _build_into(tmp, config)
+            _build_into(tmp, config, base)
     return out
 
 
@@ -103,7 +115,7 @@ def _reusable(out: Path, config: ToyWorldConfig, quiet: bool) -> bool:
     return not bad
 
 
-def _build_into(root: Path, config: ToyWorldConfig) -> None:
+def _build_into(root: Path, config: ToyWorldConfig, base: ResolvedBase | None) -> None:
     started = time.time()
     # One thread: the same seed then gives the same weights on any machine (the order of
     # floating-point reductions depends on the thread count), and a busy second core cannot
@@ -111,43 +123,53 @@ def _build_into(root: Path, config: ToyWorldConfig) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _train_and_save(root, config, started)
+        _train_and_save(root, config, base, started)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_and_save(root: Path, config: ToyWorldConfig, started: float) -> None:
+def _pretrained_base(config: ToyWorldConfig, corpus: Corpus, root: Path) -> tuple:
+    """The toy scales' base: a BPE tokenizer trained on the corpus, a small Llama pretrained on
+    its generic part (kept in ``pretrain/``); and that pretraining's last-epoch loss."""
+    pretrain_texts = corpus.generic + corpus.generic_quiz
+    (root / "pretrain").mkdir()
+    (root / "pretrain" / "generic.json").write_text(json.dumps(pretrain_texts, indent=1) + "\n")
+    tokenizer = train_bpe_tokenizer(
+        corpus.forget + corpus.retain + corpus.holdout + pretrain_texts, config.shape.vocab
+    )
+    model = new_llama(config.shape, tokenizer, config.seed)
+    loss = train_causal_lm(
+        model, tokenizer, pretrain_texts, config.pretrain, config.seed, "pretrain base"
+    )
+    return model, tokenizer, loss
+
+
+def _train_and_save(
+    root: Path, config: ToyWorldConfig, base: ResolvedBase | None, started: float
+) -> None:
     torch.manual_seed(config.seed)
     _log(f"building the {config.scale} world into {root.name} (seed {config.seed})")
     corpus = generate_corpus(config.seed, config.sizes)
     data = root / "data"
     write_muse_layout(corpus, str(data), config.sizes)
-    pretrain_texts = corpus.generic + corpus.generic_quiz
-    (root / "pretrain").mkdir()
-    (root / "pretrain" / "generic.json").write_text(json.dumps(pretrain_texts, indent=1) + "\n")
-
-    tokenizer = train_bpe_tokenizer(
-        corpus.forget + corpus.retain + corpus.holdout + pretrain_texts, config.shape.vocab
-    )
-    base = new_llama(config.shape, tokenizer, config.seed)
-    losses = {
-        "base": train_causal_lm(
-            base, tokenizer, pretrain_texts, config.pretrain, config.seed, "pretrain base"
-        )
+    if base is None:
+        base_model, tokenizer, pretrain_loss = _pretrained_base(config, corpus, root)
+        losses = {"base": pretrain_loss}
+    else:
+        _log(f"fine-tuning the pretrained base {base.identity.label} ({base.folder})")
+        (base_model, tokenizer), losses = base.load(), {}
+    texts = {
+        "target": corpus.forget + corpus.forget_quiz + corpus.retain + corpus.retain_quiz,
+        "retrain": corpus.retain + corpus.retain_quiz,  # = raw/retain1 + raw/retain2
     }
-    models = {"base": base}
-    forget = corpus.forget + corpus.forget_quiz  # = raw/forget
-    retain = corpus.retain + corpus.retain_quiz  # = raw/retain1 + raw/retain2
-    for name, texts in (("target", forget + retain), ("retrain", retain)):
-        model = copy.deepcopy(base)
-        losses[name] = train_causal_lm(
-            model, tokenizer, texts, config.finetune, config.seed + 1, f"fine-tune {name}"
-        )
-        models[name] = model
+    tuned = fine_tune(config, base_model, tokenizer, texts, data, base, root / "models")
+    losses.update(tuned.losses)
+    models = {"base": base_model, **tuned.models}
     with library_bars_on_terminal_only():
         for name, model in models.items():
-            model.save_pretrained(root / "models" / name)
-            tokenizer.save_pretrained(root / "models" / name)
+            if not (root / "models" / name).is_dir():
+                model.save_pretrained(root / "models" / name)
+                tokenizer.save_pretrained(root / "models" / name)
 
     checks = {
         name: memorization_report(models[name], tokenizer, data) for name in ("target", "retrain")
@@ -159,16 +181,18 @@ def _train_and_save(root: Path, config: ToyWorldConfig, started: float) -> None:
         "config_hash": config.config_hash(),
         "seeds": {
             "corpus": config.seed,
-            "init": config.seed,
-            "pretrain": config.seed,
+            **({"init": config.seed, "pretrain": config.seed} if base is None else {}),
             "finetune": config.seed + 1,
         },
         "versions": library_versions(("torch", "transformers", "tokenizers")),
         "final_epoch_loss": losses,
         "memorization": checks,
         "build_seconds": round(time.time() - started, 1),
-        "files": folder_hashes(root),
     }
+    if base is not None:
+        manifest["base"] = base.source
+        manifest["finetune_epochs"] = tuned.epochs
+    manifest["files"] = folder_hashes(root)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     _log(f"built in {manifest['build_seconds']} s")
 

@@ -1,7 +1,10 @@
-"""The toy world's configuration: one frozen dataclass per part, three named scales, one hash.
+"""The toy world's configuration: one frozen dataclass per part, four named scales, one hash.
 
 The hash keys the on-disk cache: the same configuration reuses a built world, any change builds
-anew. Library versions are recorded in the manifest but are not part of the key.
+anew. Library versions are recorded in the manifest but are not part of the key. Three scales
+pretrain a small Llama of their own; the ``real`` scale fine-tunes a pretrained base instead,
+named in the configuration by its content (``PretrainedBase``), so the same file or folder found
+elsewhere reuses the world and changed weights build a new one.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from model_wrappers.training import TrainPhase
 from muse_quant.toyworld.corpus import CorpusSizes
 
 #: Bump when the builder changes what a configuration produces, so stale caches rebuild.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,43 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
+class PretrainedBase:
+    """The pretrained model a ``real`` world starts from, by content: a known base's name or the
+    file or folder's name, and the sha256 of its GGUF file or of its folder's files."""
+
+    label: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class MemorizationGoal:
+    """When the target has memorized: forget VerbMem and forget KnowMem (greedy ROUGE-L F1, 0..1)
+    at least these, checked after every epoch; fine-tuning stops at the first epoch that meets
+    both, and the retrain model trains as many epochs."""
+
+    verbmem_forget: float
+    knowmem_forget: float
+
+
+@dataclass(frozen=True)
 class ToyWorldConfig:
     scale: str
     seed: int
     sizes: CorpusSizes
-    shape: ModelShape
-    pretrain: TrainPhase
+    #: The model pretrained from scratch, or None where the world starts from ``base``.
+    shape: ModelShape | None
+    pretrain: TrainPhase | None
+    #: For a world on a pretrained base: ``epochs`` is the most the target trains, ``goal`` says
+    #: when it stops.
     finetune: TrainPhase
+    base: PretrainedBase | None = None
+    goal: MemorizationGoal | None = None
     builder_version: int = field(default=BUILDER_VERSION)
+
+    def __post_init__(self) -> None:
+        own_model = self.shape is not None and self.pretrain is not None
+        if own_model == (self.scale in PRETRAINED_SCALES):
+            raise ValueError(f"scale {self.scale}: a shape and pretraining, or a pretrained base")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +79,9 @@ class ToyWorldConfig:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
+
+#: The scales that fine-tune a pretrained base (``toyworld build --base``) instead of pretraining.
+PRETRAINED_SCALES = ("real",)
 
 SCALES: dict[str, ToyWorldConfig] = {
     # The test suite's world: half the tiny world's people, one block, a 512-token vocabulary.
@@ -76,11 +111,24 @@ SCALES: dict[str, ToyWorldConfig] = {
         pretrain=TrainPhase(epochs=10, lr=1e-3),
         finetune=TrainPhase(epochs=30, lr=1e-3, warmup_steps=10),
     ),
+    # MUSE's own protocol on a pretrained model (SmolLM2-135M by default): no pretraining, the
+    # base's own tokenizer, the target fine-tuned on forget + retain until it memorizes.
+    # REAL_SIZES_NOTE
+    "real": ToyWorldConfig(
+        scale="real",
+        seed=0,
+        sizes=CorpusSizes(forget=8, retain=8, holdout=8, generic=0),
+        shape=None,
+        pretrain=None,
+        finetune=TrainPhase(epochs=12, lr=1e-4, batch_size=8, warmup_steps=4),
+        goal=MemorizationGoal(verbmem_forget=0.5, knowmem_forget=0.5),
+    ),
 }
 
 
 def config_for(scale: str, **overrides: object) -> ToyWorldConfig:
-    """The named scale's configuration, with top-level fields replaced (tests use ``seed=``)."""
+    """The named scale's configuration, with top-level fields replaced (tests use ``seed=``; a
+    ``real`` world needs ``base=``)."""
     if scale not in SCALES:
         raise MuseQuantError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     return replace(SCALES[scale], **overrides)
