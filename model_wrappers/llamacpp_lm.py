@@ -105,6 +105,12 @@ class LlamaCppLM(MuseRequests, LM):
     def max_length(self) -> int:
         return self._max_length
 
+    @property
+    def prefix_token_id(self) -> int:
+        """The token a rolling log-likelihood is scored after (lm-eval's HF model's rule)."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
     def tok_encode(self, string: str) -> list[int]:
         """A prompt's ids as the hf model encodes it (special tokens unless it starts with BOS)."""
         bos = self.tokenizer.bos_token
@@ -185,8 +191,9 @@ class LlamaCppLM(MuseRequests, LM):
     def loglikelihood_rolling(
         self, requests: list[Instance], disable_tqdm: bool = False
     ) -> list[float]:
-        """PrivLeak documents get :class:`ScoredText`; others their text's summed log-prob
-        after BOS (the text must fit the context)."""
+        """PrivLeak documents get :class:`ScoredText`; others their text's summed log-prob, every
+        token scored after one prefix token, as lm-eval's HF model scores it: BOS, or the
+        end-of-text token for a tokenizer without BOS (the text must fit the context)."""
         out: list[float] = []
         stats_at = [i for i, r in enumerate(requests) if wants_token_stats(r.doc)]
         wanted = [requests[i] for i in stats_at]
@@ -201,9 +208,9 @@ class LlamaCppLM(MuseRequests, LM):
             if i in scored:
                 out.append(ScoredText(scored[i]))
                 continue
+            text = self.tokenizer(req.args[0], add_special_tokens=False)["input_ids"]
             ids = self._scored(
-                self.tokenizer(req.args[0], add_special_tokens=True)["input_ids"],
-                describe(req.task_name, req.doc_id, req.doc),
+                [self.prefix_token_id, *text], describe(req.task_name, req.doc_id, req.doc)
             )
             logprobs, _, _ = self._score_sequences([(ids, False)], True)[0]
             out.append(float(logprobs.sum()))

@@ -20,6 +20,7 @@ import torch
 from lm_eval.api.instance import Instance
 from muse_run import run_tasks
 
+from bench.results import flat_metrics
 from model_wrappers.muse_model import build
 from model_wrappers.request import read_request
 from muse_quant.toyworld.bases import fetch_base
@@ -151,3 +152,45 @@ def test_the_tasks_equal_the_batch_one_reference_on_it(
     for task in ("muse_news_verbmem_f", "muse_news_knowmem_f", "muse_news_knowmem_r"):
         answers = [sample["resps"][0][0] for sample in results["samples"][task]]
         assert answers and all(answer.strip() for answer in answers), task
+
+
+#: Every precision but GPTQ and AWQ, whose calibrated quantization of SmolLM2 takes minutes on this
+#: CPU (measured in docs/precisions.md; both are tested on their real libraries with the toy
+#: models). 4-bit groups of 64: 128 does not divide SmolLM2's width of 576.
+EVERY_PRECISION = (
+    "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "rtn-w4g64", "fp8-e4m3", "hqq-w4g64",
+    "gguf-f32", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_0", "gguf-q3_k_m", "gguf-shipped",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
+def test_every_precision_evaluates_it(
+    smollm2: str, two_of_each: Path, precision: str, monkeypatch, tmp_path: Path
+) -> None:
+    """KnowMem (generation) and PrivLeak (token statistics) with --limit 2: each precision
+    loads the real model, answers with text, scores every text, and records itself."""
+    monkeypatch.chdir(tmp_path)
+    results = run_tasks(
+        smollm2, two_of_each, ["muse_news_knowmem_f", "muse_news_privleak"], batch_size=8,
+        limit=2, log_samples=True, model_args={"precision": precision},
+    )  # fmt: skip
+    answers = [s["resps"][0][0] for s in results["samples"]["muse_news_knowmem_f"]]
+    assert len(answers) == 2 and all(a.strip() for a in answers), answers
+    metrics = flat_metrics(results)
+    assert 0 <= metrics["knowmem_f"] <= 100
+    aucs = [v for k, v in metrics.items() if k.startswith("auc_")]
+    assert aucs and all(0 <= v <= 1 for v in aucs), metrics
+    recorded = results["config"]["muse_provenance"]["precision"]["name"]
+    assert recorded == precision
+
+
+def test_both_runtimes_score_a_rolling_text_alike(smollm2: str, held_out: list[str]) -> None:
+    """lm-eval's rolling log-likelihood (a perplexity task's request): SmolLM2's tokenizer adds
+    no BOS, so each runtime must score every token after the same prefix token; llama.cpp's f32
+    file and torch's float32 model then agree to float rounding (one text's sum, about 100
+    tokens)."""
+    requests = [Instance("loglikelihood_rolling", {}, (text,), i) for i, text in enumerate(held_out)]
+    torch_sums = model_at(smollm2, "fp32").loglikelihood_rolling(requests, disable_tqdm=True)
+    llama_sums = model_at(smollm2, "gguf-f32").loglikelihood_rolling(requests, disable_tqdm=True)
+    for a, b in zip(torch_sums, llama_sums, strict=True):
+        assert a == pytest.approx(b, abs=0.05), (a, b)
