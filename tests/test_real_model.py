@@ -189,7 +189,7 @@ def test_both_runtimes_score_a_rolling_text_alike(smollm2: str, held_out: list[s
     no BOS, so each runtime must score every token after the same prefix token; llama.cpp's f32
     file and torch's float32 model then agree to float rounding (one text's sum, about 100
     tokens)."""
-    requests = [Instance("loglikelihood_rolling", {}, (text,), i) for i, text in enumerate(held_out)]
+    requests = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(held_out)]
     torch_sums = model_at(smollm2, "fp32").loglikelihood_rolling(requests, disable_tqdm=True)
     llama_sums = model_at(smollm2, "gguf-f32").loglikelihood_rolling(requests, disable_tqdm=True)
     for a, b in zip(torch_sums, llama_sums, strict=True):

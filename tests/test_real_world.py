@@ -94,7 +94,8 @@ def test_the_base_is_named_by_content(base_folder: Path, tmp_path: Path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    assert resolve_base(str(moved)).identity.sha256 != resolve_base(str(base_folder)).identity.sha256
+    changed = resolve_base(str(moved)).identity
+    assert changed.sha256 != resolve_base(str(base_folder)).identity.sha256
 
 
 def test_bad_bases_are_refused_in_one_line(base_folder: Path, tmp_path: Path, capsys):

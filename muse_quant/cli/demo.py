@@ -7,7 +7,7 @@ from pathlib import Path
 
 from muse_quant.cli.audit import precision_list
 from muse_quant.demo_defaults import AUDITS, BOARD, DEFAULT_OUT, DEFAULT_PRECISIONS, RESULTS
-from muse_quant.toyworld.config import SCALES
+from muse_quant.toyworld.config import TOY_SCALES
 
 EPILOG = f"""\
 Writes into --out: {RESULTS}/ (one lm-eval results file per model x precision), {BOARD}/ (the
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--scale",
-        choices=list(SCALES),
+        choices=TOY_SCALES,
         default="tiny",
         help="toy world scale; default: %(default)s",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_apart
 from muse_quant.toyworld.bases import BASES, DEFAULT_BASE, base_spec, fetch_base
-from muse_quant.toyworld.config import PRETRAINED_SCALES, SCALES
+from muse_quant.toyworld.config import PRETRAINED_SCALES, SCALES, TOY_SCALES
 from muse_quant.toyworld.report import format_report, format_zoo
 
 
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: muse-quant toyworld zoo --scale tiny",
     )
     zoo.add_argument(
-        "--scale", choices=list(SCALES), default="default", help="world scale; default: %(default)s"
+        "--scale", choices=TOY_SCALES, default="default", help="world scale; default: %(default)s"
     )
     zoo.add_argument("--world", help="an existing world folder (default: the cached one)")
     zoo.add_argument("--out", help="zoo folder (default: under the cache, keyed by world+presets)")

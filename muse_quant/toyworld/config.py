@@ -120,10 +120,15 @@ SCALES: dict[str, ToyWorldConfig] = {
         sizes=CorpusSizes(forget=8, retain=8, holdout=8, generic=0),
         shape=None,
         pretrain=None,
-        finetune=TrainPhase(epochs=12, lr=1e-4, batch_size=8, warmup_steps=4),
+        finetune=TrainPhase(epochs=20, lr=5e-4, batch_size=4, warmup_steps=8),
         goal=MemorizationGoal(verbmem_forget=0.5, knowmem_forget=0.5),
     ),
 }
+
+
+#: The scales that pretrain their own model: the demo's and the zoo's (whose presets are tuned
+#: for toy models).
+TOY_SCALES = [scale for scale in SCALES if scale not in PRETRAINED_SCALES]
 
 
 def config_for(scale: str, **overrides: object) -> ToyWorldConfig:
