@@ -81,10 +81,32 @@ class PlainProgress:
         self.close()
 
 
-def step_progress(total: int, desc: str, unit: str = "step") -> Any:
+class NoProgress:
+    """The same interface, showing nothing: for a loop that runs beside another whose progress
+    is the one shown (the retrain model of a real world waits for its target's epochs)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def step_progress(total: int, desc: str, unit: str = "step", shown: bool = True) -> Any:
     """A progress display over ``total`` steps on stderr: tqdm's bar (cleared when done) on a
-    terminal, :class:`PlainProgress` elsewhere. Both take ``update``, ``set_postfix``, ``close``
-    and work as context managers."""
+    terminal, :class:`PlainProgress` elsewhere, :class:`NoProgress` unless ``shown``. All take
+    ``update``, ``set_postfix``, ``close`` and work as context managers."""
+    if not shown:
+        return NoProgress()
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit, leave=False)
     return PlainProgress(total, desc, unit)

@@ -48,11 +48,12 @@ def train_causal_lm(
     desc: str,
     steps: int | None = None,
     until: Callable[[int], bool] | None = None,
+    shown: bool = True,
 ) -> float:
     """Train on ``texts`` (BOS + text + EOS each) for ``phase.epochs`` epochs, or only the first
     ``steps`` optimizer steps of them, or until ``until(epochs_done)``, asked after each epoch,
     says stop (the schedule still spans ``phase.epochs``); return the mean loss of the last epoch
-    trained."""
+    trained. ``shown``: whether its progress is displayed."""
     ids = [tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
     too_long = max(len(x) for x in ids)
     if too_long > model.config.max_position_embeddings:
@@ -73,7 +74,7 @@ def train_causal_lm(
     gen = torch.Generator().manual_seed(seed)
     model.train()
     epoch_loss, done = float("nan"), 0
-    with step_progress(total, desc) as bar:
+    with step_progress(total, desc, shown=shown) as bar:
         for epoch in range(phase.epochs):
             losses = []
             for input_ids, mask, labels in _batches(

@@ -114,8 +114,9 @@ def _retrain_alongside(
     torch.set_num_threads(1)
     model, tokenizer = base.load()
     loss = train_causal_lm(
-        model, tokenizer, texts, phase, seed, "fine-tune retrain", until=lambda _: decisions.get()
-    )
+        model, tokenizer, texts, phase, seed, "fine-tune retrain",
+        until=lambda _: decisions.get(), shown=False,
+    )  # fmt: skip
     with library_bars_on_terminal_only():
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
