@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +72,45 @@ def test_shipped_file_and_its_dequantized_twin_agree(smollm2: str, held_out: lis
     assert shipped.provenance["gguf_source"]["shipped"] is True
 
 
-@pytest.fixture(scope="module")
-def measured(smollm2: str, held_out: list[str]):
-    """(perplexity over the held-out texts, provenance) at a precision, computed once each."""
-    found: dict[str, tuple[float, dict]] = {}
+@dataclass(frozen=True)
+class Measured:
+    """One precision of SmolLM2, built once: perplexity over the held-out texts, the rolling
+    log-likelihood of each, KnowMem and PrivLeak with --limit 2, and the provenance."""
 
-    def at(precision: str) -> tuple[float, dict]:
+    perplexity: float
+    rolling: list[float]
+    tasks: dict
+    provenance: dict
+
+
+#: The tasks every precision runs, with --limit 2: a generation task and the token statistics.
+TASKS = ("muse_news_knowmem_f", "muse_news_privleak")
+
+
+@pytest.fixture(scope="module")
+def measured(smollm2: str, held_out: list[str], two_of_each: Path, tmp_path_factory):
+    """:class:`Measured` at a precision, computed once each (one model load per precision)."""
+    found: dict[str, Measured] = {}
+    rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(held_out)]
+
+    def at(precision: str) -> Measured:
         if precision not in found:
             model = model_at(smollm2, precision)
             stats = model.token_stats(held_out)
             logprobs = np.concatenate([np.asarray(s.logprobs) for s in stats])
-            found[precision] = (math.exp(-float(logprobs.mean())), model.provenance)
-            print(f"perplexity at {precision}: {found[precision][0]:.2f}")
+            with pytest.MonkeyPatch.context() as mp:  # lm-eval asks git for a commit hash here
+                mp.chdir(tmp_path_factory.mktemp("lm-eval"))
+                tasks = run_tasks(
+                    smollm2, two_of_each, list(TASKS), model=model, batch_size=8, limit=2,
+                    log_samples=True,
+                )  # fmt: skip
+            found[precision] = Measured(
+                math.exp(-float(logprobs.mean())),
+                model.loglikelihood_rolling(rolling, disable_tqdm=True),
+                tasks,
+                model.provenance,
+            )
+            print(f"perplexity at {precision}: {found[precision].perplexity:.2f}")
         return found[precision]
 
     return at
@@ -90,15 +118,15 @@ def measured(smollm2: str, held_out: list[str]):
 
 def test_eight_bit_precisions_stay_near_fp32(measured) -> None:
     """int8, q8_0 and q6_k (which is mostly Q8_0 here, below) within 5% of fp32."""
-    reference, _ = measured("fp32")
+    reference = measured("fp32").perplexity
     for precision in ("int8", "gguf-q8_0", "gguf-q6_k"):
-        assert abs(measured(precision)[0] / reference - 1) < 0.05, precision
+        assert abs(measured(precision).perplexity / reference - 1) < 0.05, precision
 
 
 def test_k_quants_fall_back_on_rows_of_576(measured) -> None:
     """llama.cpp's k-quants need rows of a multiple of 256 weights; SmolLM2's are 576 wide
     except the FFN's down projection (1,536), so its k-quant files are mostly legacy types."""
-    types = {p: measured(p)[1]["precision"]["library_config"]["tensor_types"]
+    types = {p: measured(p).provenance["precision"]["library_config"]["tensor_types"]
              for p in ("gguf-q6_k", "gguf-q4_k_m", "gguf-q2_k")}  # fmt: skip
     assert types["gguf-q6_k"] == {"F32": 61, "Q8_0": 181, "Q6_K": 30}
     assert max(types["gguf-q4_k_m"], key=types["gguf-q4_k_m"].get) == "Q5_0"
@@ -110,7 +138,7 @@ def test_quantization_error_grows_as_bits_fall(measured) -> None:
     q2_k (4-bit mostly, its FFN down projections 3-bit), and bitsandbytes' 4-bit formats, whose
     one absmax per 64 weights loses more; NF4 less than FP4."""
     order = ("gguf-q6_k", "gguf-q4_k_m", "gguf-q2_k", "nf4", "fp4")
-    values = [measured(p)[0] for p in order]
+    values = [measured(p).perplexity for p in order]
     assert values == sorted(values), dict(zip(order, values, strict=True))
 
 
@@ -164,33 +192,24 @@ EVERY_PRECISION = (
 
 
 @pytest.mark.parametrize("precision", EVERY_PRECISION)
-def test_every_precision_evaluates_it(
-    smollm2: str, two_of_each: Path, precision: str, monkeypatch, tmp_path: Path
-) -> None:
+def test_every_precision_evaluates_it(measured, precision: str) -> None:
     """KnowMem (generation) and PrivLeak (token statistics) with --limit 2: each precision
     loads the real model, answers with text, scores every text, and records itself."""
-    monkeypatch.chdir(tmp_path)
-    results = run_tasks(
-        smollm2, two_of_each, ["muse_news_knowmem_f", "muse_news_privleak"], batch_size=8,
-        limit=2, log_samples=True, model_args={"precision": precision},
-    )  # fmt: skip
+    results = measured(precision).tasks
     answers = [s["resps"][0][0] for s in results["samples"]["muse_news_knowmem_f"]]
     assert len(answers) == 2 and all(a.strip() for a in answers), answers
     metrics = flat_metrics(results)
     assert 0 <= metrics["knowmem_f"] <= 100
     aucs = [v for k, v in metrics.items() if k.startswith("auc_")]
     assert aucs and all(0 <= v <= 1 for v in aucs), metrics
-    recorded = results["config"]["muse_provenance"]["precision"]["name"]
-    assert recorded == precision
+    assert results["config"]["muse_provenance"]["precision"]["name"] == precision
 
 
-def test_both_runtimes_score_a_rolling_text_alike(smollm2: str, held_out: list[str]) -> None:
+def test_both_runtimes_score_a_rolling_text_alike(measured) -> None:
     """lm-eval's rolling log-likelihood (a perplexity task's request): SmolLM2's tokenizer adds
     no BOS, so each runtime must score every token after the same prefix token; llama.cpp's f32
-    file and torch's float32 model then agree to float rounding (one text's sum, about 100
+    file and torch's float32 model then agree to float rounding (each text's sum over about 100
     tokens)."""
-    requests = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(held_out)]
-    torch_sums = model_at(smollm2, "fp32").loglikelihood_rolling(requests, disable_tqdm=True)
-    llama_sums = model_at(smollm2, "gguf-f32").loglikelihood_rolling(requests, disable_tqdm=True)
-    for a, b in zip(torch_sums, llama_sums, strict=True):
+    pairs = zip(measured("fp32").rolling, measured("gguf-f32").rolling, strict=True)
+    for a, b in pairs:
         assert a == pytest.approx(b, abs=0.05), (a, b)
