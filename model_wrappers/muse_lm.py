@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from harness_ext.token_requests import ScoredText, describe, wants_token_stats
 from model_wrappers.loading import load_model
-from model_wrappers.muse_requests import MuseRequests, row_stats
+from model_wrappers.muse_requests import MuseRequests, Scratch, row_stats
 from model_wrappers.prefix_cache import (
     MIN_SHARED_TOKENS,
     PrefixCache,
@@ -73,6 +73,13 @@ def _quiet_model_object() -> Iterator[None]:
 #: Model types whose logits are exactly the output head applied to the last hidden state (no
 #: soft-capping or logit scale), scored with one row's logits at a time (``_row_logits``).
 ROW_HEAD_MODELS = ("llama", "mistral", "qwen2")
+
+
+def _plain_head(head: Any) -> bool:
+    """Whether ``head(x)`` is exactly ``x @ head.weight.T``: a bias-free ``nn.Linear`` with no
+    hooks and its own ``forward`` (accelerate's offloading replaces it; peft replaces the type)."""
+    hooked = head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head)
+    return type(head) is torch.nn.Linear and head.bias is None and not hooked
 
 
 class MuseLM(MuseRequests, HFLM):
@@ -178,7 +185,7 @@ class MuseLM(MuseRequests, HFLM):
 
     # ------------------------------------------------------------------ the per-token path
 
-    def _row_logits(self, batch: torch.Tensor) -> Any:
+    def _row_logits(self, batch: torch.Tensor, scratch: Scratch) -> Any:
         """``logits(row, n)``: the first ``n`` positions' logits of one row of ``batch``.
 
         A batch's logits (rows x width x vocabulary, float32) are what held the memory: 1.6 GB
@@ -186,6 +193,8 @@ class MuseLM(MuseRequests, HFLM):
         head applied to the last hidden state (:data:`ROW_HEAD_MODELS`), the transformer runs
         batched and the head one row at a time, so only one row's logits exist at once: the
         same numbers, a batch-1 evaluator's memory. No KV cache: scoring never decodes after.
+        A plain bias-free head writes into ``scratch``'s buffer (``torch.mm`` is the product
+        ``nn.Linear`` computes, into reused memory rather than fresh).
         """
         if self.model.config.model_type not in ROW_HEAD_MODELS:
             logits = self.model(batch, use_cache=False).logits
@@ -193,7 +202,15 @@ class MuseLM(MuseRequests, HFLM):
         # The decoder alone (the model without its head) returns only the last hidden state.
         hidden = self.model.get_decoder()(batch, use_cache=False).last_hidden_state
         head = self.model.get_output_embeddings()
-        return lambda row, n: head(hidden[row, :n])
+        if not _plain_head(head):
+            return lambda row, n: head(hidden[row, :n])
+        weight = head.weight.t()
+
+        def logits(row: int, n: int) -> torch.Tensor:
+            rows = hidden[row, :n]
+            return torch.mm(rows, weight, out=scratch.get("logits", (n, weight.shape[1]), rows))
+
+        return logits
 
     def _score_sequences(
         self, jobs: list[tuple[list[int], bool]], disable_tqdm: bool
@@ -210,6 +227,7 @@ class MuseLM(MuseRequests, HFLM):
         pad = self.tokenizer.pad_token_id
         out: list[Any] = [None] * len(jobs)
         bar = tqdm(total=len(jobs), disable=disable_tqdm or self.rank != 0, desc="MUSE token stats")
+        scratch = Scratch()
         start = 0
         while start < len(order):
             width = len(jobs[order[start]][0])
@@ -220,11 +238,12 @@ class MuseLM(MuseRequests, HFLM):
             for row, j in enumerate(chunk):
                 batch[row, : len(jobs[j][0])] = torch.tensor(jobs[j][0])
             with torch.no_grad():
-                rows_logits = self._row_logits(batch.to(self.device))
+                rows_logits = self._row_logits(batch.to(self.device), scratch)
                 for row, j in enumerate(chunk):
                     ids, moments = jobs[j]
                     n = len(ids)
-                    out[j] = row_stats(rows_logits(row, n - 1), batch[row, 1:n], moments)
+                    logits = rows_logits(row, n - 1)
+                    out[j] = row_stats(logits, batch[row, 1:n], moments, scratch)
             bar.update(len(chunk))
         bar.close()
         return out

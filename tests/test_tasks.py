@@ -290,6 +290,23 @@ def test_logits_one_row_at_a_time_are_the_batch_logits(micro_world: Path, monkey
             assert np.array_equal(getattr(a, field), getattr(b, field)), field
 
 
+def test_scratch_buffers_change_no_statistic() -> None:
+    """Token statistics written into reused buffers (longest text first, then shorter ones over
+    the same memory) equal those of fresh tensors, bit for bit."""
+    from model_wrappers.muse_requests import Scratch, row_stats
+
+    generator = torch.Generator().manual_seed(0)
+    scratch = Scratch()
+    for n in (40, 25, 40, 3):
+        logits = torch.randn(n, 500, generator=generator)
+        targets = torch.randint(0, 500, (n,), generator=generator)
+        for moments in (True, False):
+            fresh = row_stats(logits, targets, moments)
+            reused = row_stats(logits, targets, moments, scratch)
+            for a, b in zip(fresh, reused, strict=True):
+                assert (a is None and b is None) or np.array_equal(a, b)
+
+
 def test_max_batch_tokens_must_be_a_positive_count(micro_world: Path) -> None:
     from model_wrappers.muse_model import muse_model
 
