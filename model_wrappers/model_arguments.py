@@ -55,7 +55,8 @@ HELP = {
     "calibration": "GPTQ/AWQ calibration texts: a JSON file, a MUSE data folder, news or books",
     "context_overflow": "error (default): a text longer than the context is refused; truncate",
     "max_batch_tokens": f"padded tokens per PrivLeak scoring batch (default {MAX_BATCH_TOKENS})",
-    "prefix_cache": "true (default): compute KnowMem's shared in-context prefix once per batch",
+    "prefix_cache": "true (default): compute KnowMem's shared in-context prefix once per batch, "
+    "and prefill each padded prompt alone (VerbMem)",
 }
 #: The true/false arguments (``merge=flase`` is an error, not True).
 FLAGS = ("merge", "emulated", "allow_pickle", "allow_other_base", "prefix_cache")

@@ -48,6 +48,7 @@ from model_wrappers.prefix_cache import (
     shared_prefix_length,
 )
 from model_wrappers.request import ModelRequest
+from model_wrappers.row_prefill import prefilled_rows
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +173,16 @@ class MuseLM(MuseRequests, HFLM):
     def _model_generate(
         self, context: torch.Tensor, max_length: int, stop: list[str], **kwargs: Any
     ) -> torch.Tensor:
-        """lm-eval's generation, with a prefix every row shares computed once (prefix_cache)."""
+        """lm-eval's generation, with a prefix every row shares computed once, else with each
+        padded row prefilled alone (both with ``prefix_cache``)."""
         mask = kwargs.get("attention_mask")
         if self.prefix_cache is None or mask is None or self.backend != "causal":
             return super()._model_generate(context, max_length, stop, **kwargs)
         shared = shared_prefix_length(context, mask)
         if shared < MIN_SHARED_TOKENS:
+            rows = prefilled_rows(self.model, context, mask) if not bool(mask.all()) else None
+            if rows is not None:
+                kwargs["past_key_values"] = rows
             return super()._model_generate(context, max_length, stop, **kwargs)
         context, kwargs["attention_mask"] = move_padding_after(context, mask, shared)
         cache = self.prefix_cache.for_batch(self.model, context[0, :shared], len(context))

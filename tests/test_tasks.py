@@ -355,3 +355,29 @@ def test_knowmem_with_the_prefix_cache_generates_what_it_generates_without(
     assert responses[True] == responses[False]
     assert all(len(r) > 10 for r in responses[True].values())
     assert computed and min(computed) >= 32  # the cache was used, for the in-context pairs
+
+
+def test_verbmem_with_each_row_prefilled_alone_generates_what_it_generates_without(
+    micro_world: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """VerbMem's padded prompts, each prefilled alone into one batch cache, generate every
+    response the batch's own padded prefill generates."""
+    from model_wrappers import muse_lm
+
+    monkeypatch.chdir(tmp_path)
+    used, prefilled = [], muse_lm.prefilled_rows
+
+    def counting(model: object, context: torch.Tensor, mask: torch.Tensor) -> object:
+        cache = prefilled(model, context, mask)
+        used.append(cache is not None)
+        return cache
+
+    monkeypatch.setattr(muse_lm, "prefilled_rows", counting)
+    responses = {}
+    for cached in (False, True):
+        results = run_tasks(micro_world / "models" / "target", micro_world / "data",
+                            [f"muse_{CORPUS}_verbmem_f"], batch_size=64, log_samples=True,
+                            model_args={"prefix_cache": cached})  # fmt: skip
+        responses[cached] = [s["resps"] for s in results["samples"][f"muse_{CORPUS}_verbmem_f"]]
+    assert responses[True] == responses[False] and len(responses[True]) > 1
+    assert used and all(used)
