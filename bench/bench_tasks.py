@@ -3,9 +3,9 @@
 The data is MUSE-News-shaped (``muse_quant.toyworld.muse_shaped``: MUSE's counts and lengths,
 fictional text); the model a random Llama large enough that compute, not Python, dominates
 (hidden 512, 8 layers, a tokenizer trained on the data and padded to Llama's 32k vocabulary,
-context 4096). Each side runs in a
-fresh process on the same model, data and machine, so each pays its own imports and start-up and
-its peak memory is its own:
+context 4096), or with ``--base`` a real pretrained one (SmolLM2-135M: byte-level BPE, 49k
+vocabulary, 30 layers). Each side runs in a fresh process on the same model, data and machine,
+so each pays its own imports and start-up and its peak memory is its own:
 
 - ``reference``: bench/reference_muse.py, MUSE's metric code written naively (one ``generate``
   per prompt, one forward per text, scikit-learn's AUC), importing nothing from muse-quant;
@@ -17,6 +17,7 @@ the model's own load).
 
     python bench/bench_tasks.py                       # 16 records per file, batch 16, 1 thread
     python bench/bench_tasks.py --records 100         # MUSE-News's full counts (about an hour)
+    python bench/bench_tasks.py --records 4 --base smollm2-135m   # the real pretrained model
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def run_side(args: argparse.Namespace, side: str, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--records", str(args.records),
            "--hidden", str(args.hidden), "--layers", str(args.layers), "--vocab", str(args.vocab),
            "--batch-size", args.batch_size, "--model-args", args.model_args,
-           "--work", str(args.work), *extra]  # fmt: skip
+           "--work", str(args.work), *(["--base", args.base] if args.base else []),
+           *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}  # fmt: skip
     start = time.perf_counter()
@@ -124,12 +126,18 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of each side (a shared 2-core box wants 1)")
+    parser.add_argument("--base", help="a pretrained model instead of the random Llama: a known "
+                        "base (smollm2-135m), a GGUF file or a Llama folder")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-muse-shaped")
     parser.add_argument("--side", choices=("reference", "tasks", "load"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = ModelShape(hidden=args.hidden, layers=args.layers, heads=args.hidden // 64,
                        intermediate=args.hidden * 3, vocab=args.vocab, context=4096)  # fmt: skip
     data, model_dir = shaped_work(args.work, args.records, shape)
+    if args.base:  # a real pretrained model on the same data: its float32 folder
+        from muse_quant.toyworld.pretrained import resolve_base
+
+        model_dir = resolve_base(args.base).folder
     if args.side is not None:
         import torch
 
@@ -145,8 +153,9 @@ def main() -> None:
         print(json.dumps(out | {"eval_s": time.perf_counter() - start, "peak_gb": peak}))
         return
 
-    print(f"MUSE-News-shaped data, {args.records} records per file; random Llama hidden "
-          f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; tasks batch "
+    model = (f"{args.base} ({model_dir})" if args.base else f"random Llama hidden {args.hidden}, "
+             f"{args.layers} layers, vocabulary {args.vocab}")  # fmt: skip
+    print(f"MUSE-News-shaped data, {args.records} records per file; {model}; tasks batch "
           f"{args.batch_size}; {args.threads} thread(s) per side")  # fmt: skip
     tasks = run_side(args, "tasks")
     reference = run_side(args, "reference")

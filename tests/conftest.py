@@ -12,6 +12,7 @@ starts at most ``muse_run.cores_for_this_worker()`` of them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ SLOWEST_FIRST = (
     "test_sweep.py",
     "test_demo.py",
     "test_real_model.py",
+    "test_real_precisions.py",
     "test_gguf.py",
     "test_awq.py",
 )
@@ -66,3 +68,23 @@ def _one_torch_thread() -> Iterator[None]:
 def target(micro_world: Path) -> Path:
     """The micro world's target model folder."""
     return micro_world / "models" / "target"
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """The real pretrained model's GGUF file (SmolLM2-135M; ``make test`` fetches it first)."""
+    from muse_quant.toyworld.bases import fetch_base
+
+    return str(fetch_base("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def two_of_each(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro world's MUSE data, the first two records of every split (about a minute of
+    SmolLM2 on one thread per evaluator)."""
+    data = tmp_path_factory.mktemp("muse-two") / "data"
+    for split in (micro_world / "data").glob("*/*.json"):
+        target = data / split.parent.name / split.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(json.loads(split.read_text())[:2]))
+    return data

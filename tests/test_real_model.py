@@ -21,10 +21,8 @@ import torch
 from lm_eval.api.instance import Instance
 from muse_run import run_tasks
 
-from bench.results import flat_metrics
 from model_wrappers.muse_model import build
 from model_wrappers.request import read_request
-from muse_quant.toyworld.bases import fetch_base
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="pip install 'muse-quant[gguf]'"
@@ -34,11 +32,6 @@ pytestmark = pytest.mark.skipif(
 #: and 1.44 over the 749 tokens of the 8 held-out texts: llama.cpp quantizes the activations of
 #: its Q4_1 dot products to 8 bits, torch does not; docs/precisions.md).
 MEAN_GAP, MAX_GAP = 0.12, 2.0
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> str:
-    return str(fetch_base("smollm2-135m"))
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +68,15 @@ def test_shipped_file_and_its_dequantized_twin_agree(smollm2: str, held_out: lis
 @dataclass(frozen=True)
 class Measured:
     """One precision of SmolLM2, built once: perplexity over the held-out texts, the rolling
-    log-likelihood of each, KnowMem and PrivLeak with --limit 2, and the provenance."""
+    log-likelihood of each, and the provenance."""
 
     perplexity: float
     rolling: list[float]
-    tasks: dict
     provenance: dict
 
 
-#: The tasks every precision runs, with --limit 2: a generation task and the token statistics.
-TASKS = ("muse_news_knowmem_f", "muse_news_privleak")
-
-
 @pytest.fixture(scope="module")
-def measured(smollm2: str, held_out: list[str], two_of_each: Path, tmp_path_factory):
+def measured(smollm2: str, held_out: list[str]):
     """:class:`Measured` at a precision, computed once each (one model load per precision)."""
     found: dict[str, Measured] = {}
     rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(held_out)]
@@ -98,16 +86,9 @@ def measured(smollm2: str, held_out: list[str], two_of_each: Path, tmp_path_fact
             model = model_at(smollm2, precision)
             stats = model.token_stats(held_out)
             logprobs = np.concatenate([np.asarray(s.logprobs) for s in stats])
-            with pytest.MonkeyPatch.context() as mp:  # lm-eval asks git for a commit hash here
-                mp.chdir(tmp_path_factory.mktemp("lm-eval"))
-                tasks = run_tasks(
-                    smollm2, two_of_each, list(TASKS), model=model, batch_size=8, limit=2,
-                    log_samples=True,
-                )  # fmt: skip
             found[precision] = Measured(
                 math.exp(-float(logprobs.mean())),
                 model.loglikelihood_rolling(rolling, disable_tqdm=True),
-                tasks,
                 model.provenance,
             )
             print(f"perplexity at {precision}: {found[precision].perplexity:.2f}")
@@ -142,18 +123,6 @@ def test_quantization_error_grows_as_bits_fall(measured) -> None:
     assert values == sorted(values), dict(zip(order, values, strict=True))
 
 
-@pytest.fixture(scope="module")
-def two_of_each(micro_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The micro world's MUSE data, the first two records of every split (about a minute of
-    SmolLM2 on one thread per evaluator)."""
-    data = tmp_path_factory.mktemp("muse-two") / "data"
-    for split in (micro_world / "data").glob("*/*.json"):
-        target = data / split.parent.name / split.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(json.loads(split.read_text())[:2]))
-    return data
-
-
 def test_the_tasks_equal_the_batch_one_reference_on_it(
     smollm2: str, two_of_each: Path, monkeypatch, tmp_path: Path
 ) -> None:
@@ -180,29 +149,6 @@ def test_the_tasks_equal_the_batch_one_reference_on_it(
     for task in ("muse_news_verbmem_f", "muse_news_knowmem_f", "muse_news_knowmem_r"):
         answers = [sample["resps"][0][0] for sample in results["samples"][task]]
         assert answers and all(answer.strip() for answer in answers), task
-
-
-#: Every precision but GPTQ and AWQ, whose calibrated quantization of SmolLM2 takes minutes on this
-#: CPU (measured in docs/precisions.md; both are tested on their real libraries with the toy
-#: models). 4-bit groups of 64: 128 does not divide SmolLM2's width of 576.
-EVERY_PRECISION = (
-    "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "rtn-w4g64", "fp8-e4m3", "hqq-w4g64",
-    "gguf-f32", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_0", "gguf-q3_k_m", "gguf-shipped",
-)  # fmt: skip
-
-
-@pytest.mark.parametrize("precision", EVERY_PRECISION)
-def test_every_precision_evaluates_it(measured, precision: str) -> None:
-    """KnowMem (generation) and PrivLeak (token statistics) with --limit 2: each precision
-    loads the real model, answers with text, scores every text, and records itself."""
-    results = measured(precision).tasks
-    answers = [s["resps"][0][0] for s in results["samples"]["muse_news_knowmem_f"]]
-    assert len(answers) == 2 and all(a.strip() for a in answers), answers
-    metrics = flat_metrics(results)
-    assert 0 <= metrics["knowmem_f"] <= 100
-    aucs = [v for k, v in metrics.items() if k.startswith("auc_")]
-    assert aucs and all(0 <= v <= 1 for v in aucs), metrics
-    assert results["config"]["muse_provenance"]["precision"]["name"] == precision
 
 
 def test_both_runtimes_score_a_rolling_text_alike(measured) -> None:
