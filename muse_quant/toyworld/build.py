@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from muse_quant.toyworld.corpus import (
 from muse_quant.toyworld.finetune import fine_tune
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
 from muse_quant.toyworld.pretrained import ResolvedBase
-from muse_quant.toyworld.report import reused_line
+from muse_quant.toyworld.report import log, reused_line
 from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
 from muse_quant.toyworld.training import new_llama
 
@@ -46,10 +45,6 @@ MODEL_NAMES = ("base", "target", "retrain")
 
 def default_world_dir(config: ToyWorldConfig) -> Path:
     return cache_root() / "toyworld" / f"{config.scale}-{config.config_hash()[:12]}"
-
-
-def _log(msg: str) -> None:
-    print(f"[toyworld] {msg}", file=sys.stderr, flush=True)
 
 
 def check_out_dir(out: Path) -> None:
@@ -96,7 +91,7 @@ def build_world(
 
 
 def _reused(out: Path) -> Path:
-    _log(reused_line("world", out))
+    log(reused_line("world", out))
     return out
 
 
@@ -107,11 +102,11 @@ def _reusable(out: Path, config: ToyWorldConfig, quiet: bool) -> bool:
         return False
     if manifest.get("config_hash") != config.config_hash():
         if not quiet:
-            _log(f"{out} holds a world with another configuration; rebuilding")
+            log(f"{out} holds a world with another configuration; rebuilding")
         return False
     bad = verify_world(out, manifest)
     if bad and not quiet:
-        _log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
+        log(f"{out}: {len(bad)} file(s) do not match the manifest (e.g. {bad[0]}); rebuilding")
     return not bad
 
 
@@ -148,7 +143,7 @@ def _train_and_save(
     root: Path, config: ToyWorldConfig, base: ResolvedBase | None, started: float
 ) -> None:
     torch.manual_seed(config.seed)
-    _log(f"building the {config.scale} world into {root.name} (seed {config.seed})")
+    log(f"building the {config.scale} world into {root.name} (seed {config.seed})")
     corpus = generate_corpus(config.seed, config.sizes)
     data = root / "data"
     write_muse_layout(corpus, str(data), config.sizes)
@@ -156,7 +151,7 @@ def _train_and_save(
         base_model, tokenizer, pretrain_loss = _pretrained_base(config, corpus, root)
         losses = {"base": pretrain_loss}
     else:
-        _log(f"fine-tuning the pretrained base {base.identity.label} ({base.folder})")
+        log(f"fine-tuning the pretrained base {base.identity.label} ({base.folder})")
         (base_model, tokenizer), losses = base.load(), {}
     texts = {
         "target": corpus.forget + corpus.forget_quiz + corpus.retain + corpus.retain_quiz,
@@ -194,7 +189,7 @@ def _train_and_save(
         manifest["finetune_epochs"] = tuned.epochs
     manifest["files"] = folder_hashes(root)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    _log(f"built in {manifest['build_seconds']} s")
+    log(f"built in {manifest['build_seconds']} s")
 
 
 def memorization_report(model, tokenizer, data: Path) -> dict[str, float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from model_wrappers.training import TrainPhase, train_causal_lm
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
 from muse_quant.toyworld.config import MemorizationGoal, ToyWorldConfig
 from muse_quant.toyworld.pretrained import ResolvedBase
+from muse_quant.toyworld.report import log
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,6 @@ class FineTuned:
     models: dict[str, Any]
     losses: dict[str, float]
     epochs: int
-
-
-def _log(msg: str) -> None:
-    print(f"[toyworld] {msg}", file=sys.stderr, flush=True)
 
 
 def fine_tune(
@@ -71,7 +67,7 @@ def fine_tune(
         name="muse-quant retrain",
     )
     retrain.start()
-    _log("the retrain model fine-tunes in a second process, epoch for epoch with the target")
+    log("the retrain model fine-tunes in a second process, epoch for epoch with the target")
     target, stopped = copy.deepcopy(base_model), []
     try:
         stop_rule = _memorized(config.goal, target, tokenizer, data, stopped, decisions.put)
@@ -141,7 +137,7 @@ def _memorized(
                 read_split(data, "knowmem", "forget_qa_icl"),
             )
             met = verbmem >= goal.verbmem_forget and knowmem >= goal.knowmem_forget
-            _log(
+            log(
                 f"target after epoch {done}: forget VerbMem {verbmem:.2f}, KnowMem {knowmem:.2f}"
                 f" (goal {goal.verbmem_forget:.2f} and {goal.knowmem_forget:.2f})"
                 + ("; memorized" if met else "")

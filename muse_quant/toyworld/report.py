@@ -3,6 +3,7 @@ unlearning run changed."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from muse_quant.toyworld.manifest import load_manifest
@@ -54,3 +55,8 @@ def format_zoo(zoo: Path) -> str:
         lines.append(f"  {name:26s} {run['steps']:5d} {run['seconds']:8.1f}  {'':15s}{cells}")
     lines.append(f"  its build took {manifest.get('build_seconds')} s (once: reused while intact)")
     return "\n".join(lines)
+
+
+def log(msg: str) -> None:
+    """One line of a world's or zoo's build on stderr, marked as the toy world's."""
+    print(f"[toyworld] {msg}", file=sys.stderr, flush=True)
