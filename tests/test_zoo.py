@@ -10,9 +10,11 @@ was measured on it (seed 0 / seed 1):
 - the same update confined to the target's NF4 bins (0 codes changed) still forgets at fp32 but
   reverts at NF4: what decides the revert is the changed-code fraction, as Zhang et al. argue for
   7B models whose updates are smaller than a 4-bit step;
-- the natural NPO+GDR update with 20% and 60% of its code changes kept (about 3% and 8-10% of
+- the natural NPO+GDR update with 20% and 60% of its code changes kept (about 3% and 7-9% of
   the codes changed): the revert at NF4 shrinks as the fraction grows, and is gone at the
-  natural 13-16%.
+  natural 14-18%.
+The micro zoo's runs keep float32 weights (``SCALE_TUNING`` in muse_quant/toyworld/zoo.py), so
+these figures do not depend on the CPU's bfloat16 kernels.
 """
 
 from __future__ import annotations
@@ -135,16 +137,16 @@ def test_an_update_confined_to_nf4_bins_reverts_at_nf4(
         fp32, nf4 = verbmem(micro_world, run, "fp32"), verbmem(micro_world, run, "nf4")
         retention_fp32 = fp32 / target_verbmem["fp32"]
         retention_nf4 = nf4 / target_verbmem["fp32"]
-        assert retention_fp32 < 0.6, (name, fp32)  # still forgets (measured 0.18-0.26)
+        assert retention_fp32 < 0.6, (name, fp32)  # still forgets (measured 0.16-0.24)
         # NF4 gives the block weights' part of the forgetting back; what remains forgotten
         # lives in the never-quantized embeddings, norms and head
         assert retention_nf4 - retention_fp32 > CONFINED_REVERT[name], (name, fp32, nf4)
 
 
-#: The least revert at NF4 of each NF4-confined control, about half the measured one (seed 0 /
-#: seed 1: NPO+GDR 0.62 / 0.59; GA+GDR 0.12 / 0.13, whose forgetting lives more in the
+#: The least revert at NF4 of each NF4-confined control, about half the least measured one (seed
+#: 0 / seed 1: NPO+GDR 0.54 / 0.60; GA+GDR 0.16 / 0.04, whose forgetting lives more in the
 #: embeddings, norms and head, which NF4 leaves alone).
-CONFINED_REVERT = {"npo_gdr_full": 0.3, "ga_gdr_full": 0.06}
+CONFINED_REVERT = {"npo_gdr_full": 0.3, "ga_gdr_full": 0.02}
 
 
 #: Fractions of the natural NPO+GDR run's NF4 code changes kept (the rest confined to the
@@ -171,7 +173,7 @@ def test_the_revert_at_nf4_shrinks_as_the_update_changes_more_codes(
 ) -> None:
     """The mechanism behind the papers' revert, measured on one natural update: with few NF4
     codes changed (the regime of a 7B model's small updates) NF4 gives the memorization back;
-    with the 13-16% a natural micro-world run changes, it keeps the forgetting."""
+    with the 14-18% a natural micro-world run changes, it keeps the forgetting."""
     points = []
     for run in fewer_code_changes[seed]:
         fp32, nf4 = verbmem(micro_world, run, "fp32"), verbmem(micro_world, run, "nf4")
@@ -182,8 +184,8 @@ def test_the_revert_at_nf4_shrinks_as_the_update_changes_more_codes(
     assert changed == sorted(changed) and changed[1] < 0.05 < changed[-1], changed
     assert all(p[1] < 0.6 for p in points), points  # every variant forgets at full precision
     (_, _, none), (_, _, few), (_, _, more), (_, _, natural) = points
-    # measured (seed 0 / seed 1): none 0.62 / 0.59, few 0.36 / 0.47, more 0.11 / 0.075,
-    # natural 0.034 / 0.027
+    # measured (seed 0 / seed 1): none 0.54 / 0.60, few 0.39 / 0.38, more 0.14 / 0.11,
+    # natural 0.020 / 0.013
     assert none > 0.3 and few > 0.3, points  # few codes changed: NF4 undoes the forgetting
     assert few - more > 0.15 and more - natural > 0.02, points  # the revert shrinks ...
     assert abs(natural) < 0.1, points  # ... and is gone at the natural run's fraction
