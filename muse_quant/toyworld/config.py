@@ -113,7 +113,6 @@ SCALES: dict[str, ToyWorldConfig] = {
     ),
     # MUSE's own protocol on a pretrained model (SmolLM2-135M by default): no pretraining, the
     # base's own tokenizer, the target fine-tuned on forget + retain until it memorizes.
-    # REAL_SIZES_NOTE
     "real": ToyWorldConfig(
         scale="real",
         seed=0,
