@@ -38,21 +38,26 @@ _EVAL_CONFIGS = ("verbmem", "knowmem", "privleak")
 
 
 def resolve_calibration(
-    calibration: list[str] | str | None, model_folder: Path, limit: int | None = None
+    calibration: list[str] | str | None,
+    model_folder: Path,
+    limit: int | None = None,
+    model: str | None = None,
 ) -> Calibration:
-    """Calibration texts (the first ``limit``): generic or retain text, never forget."""
+    """Calibration texts (the first ``limit``): generic or retain text, never forget. ``model``:
+    the model as the user named it (a GGUF file's folder is in the cache), for the error."""
     if isinstance(calibration, (list, tuple)):
         texts = [str(t) for t in calibration]
         source = "texts given by the caller"
     elif calibration is None:
-        generic = _toy_world_generic(model_folder)
-        if generic is None:
+        world = toy_world_root(model_folder)
+        if world is None:
             raise MuseQuantError(
-                f"GPTQ and AWQ need calibration texts and none is known for {model_folder}: pass "
+                f"GPTQ and AWQ need calibration texts and none is known for "
+                f"{model or model_folder} (it is in no toy world): pass "
                 "calibration=<MUSE data folder> (its raw/retain1), calibration=news|books "
                 "(MUSE's raw/retain1 from the hub) or calibration=<JSON list of generic texts>"
             )
-        texts, source = _read_texts(generic), f"{generic} (toy world generic pretraining text)"
+        texts, source = _world_texts(world)
     else:
         texts, source = _calibration_from(str(calibration))
     if not texts:
@@ -61,20 +66,21 @@ def resolve_calibration(
 
 
 def toy_world_root(model_folder: Path) -> Path | None:
-    """The toy world a model lives in (its folder holds ``manifest.json``, ``pretrain/`` and
-    ``data/``), or None."""
+    """The toy world a model lives in (its folder holds ``manifest.json`` and ``data/``, and a
+    toy scale's ``pretrain/`` too), or None."""
     for parent in list(model_folder.parents)[:4]:
-        if (parent / "pretrain" / "generic.json").is_file() and (
-            parent / "manifest.json"
-        ).is_file():
+        if (parent / "manifest.json").is_file() and (parent / "data" / "raw").is_dir():
             return parent
     return None
 
 
-def _toy_world_generic(model_folder: Path) -> Path | None:
-    """A toy world's generic pretraining texts, for a model inside that world."""
-    world = toy_world_root(model_folder)
-    return None if world is None else world / "pretrain" / "generic.json"
+def _world_texts(world: Path) -> tuple[list[str], str]:
+    """A toy world's generic pretraining texts; a world on a pretrained base has none, and
+    calibrates on its retain text, as ``calibration=<its data folder>`` would."""
+    generic = world / "pretrain" / "generic.json"
+    if generic.is_file():
+        return _read_texts(generic), f"{generic} (toy world generic pretraining text)"
+    return _calibration_from(str(world / "data"))
 
 
 def _calibration_from(spec: str) -> tuple[list[str], str]:

@@ -35,6 +35,7 @@ def load_causal_lm(
     ``precision`` is a name, or a :class:`Precision` already resolved (with its calibration, as
     a sweep does once per cell), then used as it is. ``calibration`` (GPTQ, AWQ): texts, a JSON
     file of texts, a MUSE data folder (its ``raw/retain1``) or ``news``/``books``; default: a
-    toy world's generic pretraining texts. Forget text is refused.
+    toy world's generic pretraining texts (a world on a pretrained base: its retain text).
+    Forget text is refused.
     """
     return load_model(read_request({"pretrained": pretrained, "precision": precision, **args}))

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
@@ -29,13 +28,13 @@ from model_wrappers.precisions.gguf_checkpoint import gguf_checkpoint
 
 
 def with_calibration(
-    precision: Precision, calibration: list[str] | str | None, model_folder: Path
+    precision: Precision, calibration: list[str] | str | None, checkpoint: Checkpoint
 ) -> Precision:
     """``precision`` with its calibration texts resolved, if its library is calibrated."""
     if not precision.calibrated:
         return precision
     limit = precision.options.get("calibration_size")
-    texts = resolve_calibration(calibration, model_folder, limit)
+    texts = resolve_calibration(calibration, checkpoint.folder, limit, checkpoint.label)
     return replace(precision, calibration=texts)
 
 

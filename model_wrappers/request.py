@@ -161,7 +161,7 @@ def read_request(args: Mapping[str, Any]) -> ModelRequest:
                 f"--model_args calibration={calibration}: {spec.name} uses no calibration "
                 "texts (GPTQ and AWQ precisions do); drop it"
             )
-        spec = with_calibration(spec, calibration, opened.weights.folder)
+        spec = with_calibration(spec, calibration, opened.weights)
     if spec.deployments:  # every runtime builds from the deployed weights
         opened = replace(opened, source=DeployedSource(opened.source, spec))
     return ModelRequest(

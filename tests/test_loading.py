@@ -261,11 +261,31 @@ def test_calibration_sources(micro_world: Path, tmp_path: Path) -> None:
     texts.write_text(json.dumps([{"text": "a generic sentence"}]))
     assert resolve_calibration(str(texts), tmp_path).texts == ("a generic sentence",)
     with pytest.raises(MuseQuantError) as err:
-        resolve_calibration(None, tmp_path)  # not a toy-world model: no default
+        resolve_calibration(None, tmp_path, model="~/models/m.Q4_1.gguf")  # in no toy world
     assert "GPTQ and AWQ need calibration texts" in one_line(err)
+    assert "known for ~/models/m.Q4_1.gguf (it is in no toy world)" in one_line(err)
     with pytest.raises(MuseQuantError) as err:
         resolve_calibration(str(folder / "privleak" / "holdout.json"), tmp_path)
     assert "forget or evaluation text" in one_line(err)
+
+
+def test_a_world_calibrates_its_own_models(micro_world: Path, tmp_path: Path) -> None:
+    """A model of a toy world calibrates on the world's generic pretraining text by default; a
+    world on a pretrained base has none (its folder has no pretrain/), and calibrates on its
+    retain text, never on forget text."""
+    model = micro_world / "models" / "target"
+    toy = resolve_calibration(None, model)
+    generic = json.loads((micro_world / "pretrain" / "generic.json").read_text())
+    assert toy.texts == tuple(generic) and "generic pretraining" in toy.source
+    real = tmp_path / "real-world"
+    (real / "models").mkdir(parents=True)
+    shutil.copytree(micro_world / "data", real / "data")
+    shutil.copy(micro_world / "manifest.json", real)
+    retain = [r["text"] for r in json.loads((real / "data/raw/retain1.json").read_text())]
+    forget = {r["text"] for r in json.loads((real / "data/raw/forget.json").read_text())}
+    got = resolve_calibration(None, real / "models" / "target")
+    assert got.texts == tuple(retain) and not forget & set(got.texts)
+    assert got.source.endswith("raw/retain1.json")
 
 
 # --------------------------------------------------------------------------- through lm-eval

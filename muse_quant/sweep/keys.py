@@ -97,7 +97,7 @@ def _job(cell: Cell, plan: Plan, corpus: dict[str, Any], results_dir: Path) -> J
             allow_other_base=model.allow_other_base,
             shipped=cell.precision.shipped,
         )
-        resolved = with_calibration(cell.precision, precision.calibration, opened.weights.folder)
+        resolved = with_calibration(cell.precision, precision.calibration, opened.weights)
     except MuseQuantError as e:
         raise MuseQuantError(f"model {model.label!r}: {e}") from None
     model_args: dict[str, Any] = {"pretrained": pretrained}
