@@ -47,11 +47,6 @@ from model_wrappers.precisions.gguf_writer import tensor_record
 HF_FOLDER_VERSION = 1
 #: Written into that folder: how its tokenizer was made and how long the folder took.
 RECORD_FILE = "muse_quant_gguf.json"
-#: Where the GGUF spec keeps a model's own Hugging Face tokenizer.json (muse-quant's writer
-#: puts it there; a file without it gets transformers' rebuild from ``tokenizer.ggml.*``).
-HF_TOKENIZER_KEY = "tokenizer.huggingface.json"
-
-
 @dataclass(frozen=True)
 class GgufFile:
     """A GGUF file, read and hashed: what a results file says the model was."""
@@ -201,13 +196,14 @@ def hf_folder(file: GgufFile, label: str, weights: bool) -> tuple[Path, dict[str
 
 def _tokenizer(file: GgufFile, where: dict[str, str]) -> tuple[Any, str]:
     """The file's Hugging Face tokenizer and where it came from: the tokenizer.json the file
-    carries under :data:`HF_TOKENIZER_KEY`, with the special tokens transformers reads from the
-    file, else transformers' own rebuild from ``tokenizer.ggml.*`` (whose pre-tokenizer is the
-    split regex ``tokenizer.ggml.pre`` names: right for Llama-2's SentencePiece vocabulary and
-    the pre-tokenizers it knows, wrong for a byte-level BPE with another split)."""
+    carries under the GGUF spec's ``tokenizer.huggingface.json`` key (muse-quant's writer puts
+    it there), with the special tokens transformers reads from the file, else transformers' own
+    rebuild from ``tokenizer.ggml.*`` (whose pre-tokenizer is the split regex
+    ``tokenizer.ggml.pre`` names: right for Llama-2's SentencePiece vocabulary and the
+    pre-tokenizers it knows, wrong for a byte-level BPE with another split)."""
     gguf, _ = import_gguf()
     rebuilt = AutoTokenizer.from_pretrained(**where)
-    own = _field(gguf.GGUFReader(str(file.path)), HF_TOKENIZER_KEY)
+    own = _field(gguf.GGUFReader(str(file.path)), gguf.Keys.Tokenizer.HF_JSON)
     if own is None:
         return rebuilt, "transformers' rebuild from the file's tokenizer.ggml.* keys"
     from tokenizers import Tokenizer  # transformers' own dependency
@@ -220,7 +216,7 @@ def _tokenizer(file: GgufFile, where: dict[str, str]) -> tuple[Any, str]:
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(own), **specials
     )
-    return tokenizer, f"the file's {HF_TOKENIZER_KEY}"
+    return tokenizer, f"the file's {gguf.Keys.Tokenizer.HF_JSON}"
 
 
 def shipped_file(source: Source) -> tuple[Path, dict[str, Any]]:
