@@ -64,6 +64,7 @@ def test_the_goal_stops_target_and_retrain_at_the_same_epoch(base_folder: Path, 
     world = build_world(config=config, base=base, out=tmp_path / "world")
     manifest = load_manifest(world)
     assert manifest["finetune_epochs"] == 1 and not verify_world(world, manifest)
+    assert manifest["goal_met"] is True
     assert manifest["base"]["sha256"] == base.identity.sha256
     assert manifest["config"]["base"] == {"label": "small-llama", "sha256": base.identity.sha256}
     corpus = generate_corpus(config.seed, config.sizes)
@@ -75,11 +76,15 @@ def test_the_goal_stops_target_and_retrain_at_the_same_epoch(base_folder: Path, 
     assert set(manifest["memorization"]) == {"target", "retrain"}
 
 
-def test_an_unmet_goal_trains_every_epoch(base_folder: Path, tmp_path: Path):
+def test_an_unmet_goal_trains_every_epoch(base_folder: Path, tmp_path: Path, capsys):
+    """Every epoch trained, then the world kept with a warning and ``goal_met: false``."""
     base = resolve_base(str(base_folder))
     config = replace(SMALL, goal=MemorizationGoal(verbmem_forget=1.01, knowmem_forget=1.01))
     world = build_world(config=config, base=base, out=tmp_path / "world")
-    assert load_manifest(world)["finetune_epochs"] == SMALL.finetune.epochs
+    manifest = load_manifest(world)
+    assert manifest["finetune_epochs"] == SMALL.finetune.epochs and manifest["goal_met"] is False
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warning) == 1 and "short of the goal (1.01 and 1.01)" in warning[0]
     corpus = generate_corpus(config.seed, config.sizes)
     retain = corpus.retain + corpus.retain_quiz
     assert _same_weights(world / "models" / "retrain", _alone(base, retain, 3))

@@ -112,7 +112,7 @@ def _reusable(out: Path, config: ToyWorldConfig, quiet: bool) -> bool:
 
 def _build_into(root: Path, config: ToyWorldConfig, base: ResolvedBase | None) -> None:
     started = time.time()
-    # One thread: the same seed then gives the same weights on any machine (the order of
+    # One thread: the same seed then gives the same weights whatever the cores (the order of
     # floating-point reductions depends on the thread count), and a busy second core cannot
     # stall the many small matmuls of a model this size.
     threads = torch.get_num_threads()
@@ -187,9 +187,28 @@ def _train_and_save(
     if base is not None:
         manifest["base"] = base.source
         manifest["finetune_epochs"] = tuned.epochs
+        manifest["goal_met"] = _goal_met(config, checks["target"], tuned.epochs)
     manifest["files"] = folder_hashes(root)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     log(f"built in {manifest['build_seconds']} s")
+
+
+def _goal_met(config: ToyWorldConfig, target: dict[str, float], epochs: int) -> bool | None:
+    """Whether the target memorized as the configuration asks (None: no goal); a world whose
+    target never got there is kept, and said so, since its forget scores are its own."""
+    goal = config.goal
+    if goal is None:
+        return None
+    met = (target["verbmem_forget"] >= goal.verbmem_forget
+           and target["knowmem_forget"] >= goal.knowmem_forget)  # fmt: skip
+    if not met:
+        log(
+            f"warning: after {epochs} epochs the target's forget VerbMem is "
+            f"{target['verbmem_forget']:.2f} and KnowMem {target['knowmem_forget']:.2f}, short "
+            f"of the goal ({goal.verbmem_forget:.2f} and {goal.knowmem_forget:.2f}); the world "
+            "is kept with the target as it is (its manifest says goal_met: false)"
+        )
+    return met
 
 
 def memorization_report(model, tokenizer, data: Path) -> dict[str, float]:
