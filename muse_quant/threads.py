@@ -5,8 +5,9 @@ A command alone on a machine uses torch's own default (one thread per core, or
 set it instead, for torch in this process and for the processes it starts (their OpenMP reads
 ``OMP_NUM_THREADS`` when torch loads). Work that runs side by side takes its share: the Ray
 executor gives each cell the CPUs Ray assigned it, the zoo one thread per run (one run per
-core), the toy world's training one thread (so that a seed gives the same weights on any
-machine). The tests pin one thread per pytest worker themselves (Makefile).
+core), the toy world's training one thread (so that a seed gives the same weights whatever
+the cores and their load, on CPUs of one instruction set). The tests pin one thread per pytest
+worker themselves (Makefile).
 """
 
 from __future__ import annotations
