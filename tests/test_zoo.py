@@ -27,10 +27,12 @@ import pytest
 from muse_run import cores_for_this_worker, run_tasks
 
 from bench.results import flat_metrics
+from muse_quant.cli import main
 from muse_quant.toyworld.zoo import (
     CONFINED_SUFFIX,
     ROBUST,
     build_zoo,
+    default_zoo_dir,
     save_confined,
     zoo_configs,
 )
@@ -189,3 +191,33 @@ def test_the_revert_at_nf4_shrinks_as_the_update_changes_more_codes(
     assert none > 0.3 and few > 0.3, points  # few codes changed: NF4 undoes the forgetting
     assert few - more > 0.15 and more - natural > 0.02, points  # the revert shrinks ...
     assert abs(natural) < 0.1, points  # ... and is gone at the natural run's fraction
+
+
+def test_the_real_world_takes_the_papers_recipe() -> None:
+    """On a world on a pretrained base: the GDR runs at the papers' rates (full 1e-5, LoRA
+    1e-4) in float32, stopping at about the retrain model's scores, SURE at 10x the rate and
+    NPO+GDR through NF4; none of the toy world's per-run tuning."""
+    configs = zoo_configs(seed=2, scale="real")
+    assert set(configs) == {*GDR_RUNS, "npo_gdr_full_sure", "npo_gdr_full_qa"}
+    for name, config in configs.items():
+        assert (config.seed, config.param_dtype, config.retain_weight) == (2, "fp32", 1.0)
+        assert config.max_steps == 70 and config.check_every == 10
+        assert (config.stop_verbmem, config.stop_knowmem) == (0.2, 0.05)
+        assert config.lr == {"full": 1e-5, "lora": 1e-4}[config.mode] or name.endswith("_sure")
+    assert configs["npo_gdr_full_sure"].lr == 1e-4
+    assert configs["npo_gdr_full_sure"].salient_fraction == 0.25
+    assert configs["npo_gdr_full_qa"].quant_aware == "nf4"
+
+
+def test_a_zoo_per_seed(micro_world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each unlearning seed is a zoo of its own (its own cache entry); a seed the runs cannot
+    take is a one-line error before any work."""
+    folders = {default_zoo_dir(micro_world, seed) for seed in (0, 1, 2)}
+    assert len(folders) == 3
+    assert default_zoo_dir(micro_world) == default_zoo_dir(micro_world, 0)
+    argv = ["toyworld", "zoo", "--world", str(micro_world), "--seed", "-1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "muse-quant: error: --seed -1: must be in [0, 2**32 - 1] (the seeds numpy takes)"
+    ]

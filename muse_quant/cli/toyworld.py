@@ -8,7 +8,7 @@ from pathlib import Path
 from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_apart
 from muse_quant.toyworld.bases import BASES, DEFAULT_BASE, base_spec, fetch_base
-from muse_quant.toyworld.config import PRETRAINED_SCALES, SCALES, TOY_SCALES
+from muse_quant.toyworld.config import PRETRAINED_SCALES, SCALES
 from muse_quant.toyworld.report import format_report, format_zoo
 
 
@@ -66,9 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: muse-quant toyworld zoo --scale tiny",
     )
     zoo.add_argument(
-        "--scale", choices=TOY_SCALES, default="default", help="world scale; default: %(default)s"
+        "--scale",
+        choices=list(SCALES),
+        default="default",
+        help="world scale (real: the world on SmolLM2-135M, with the papers' recipe); default: "
+        "%(default)s",
     )
     zoo.add_argument("--world", help="an existing world folder (default: the cached one)")
+    zoo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="every run's unlearning seed (data order, pairing, LoRA init): one zoo per seed; "
+        "default: %(default)s",
+    )
     zoo.add_argument("--out", help="zoo folder (default: under the cache, keyed by world+presets)")
     zoo.set_defaults(func=run_zoo)
     fetch = sub.add_parser(
@@ -113,12 +124,12 @@ def run_fetch_base(args: argparse.Namespace) -> int:
 
 def run_zoo(args: argparse.Namespace) -> int:
     # torch, transformers and peft load slowly.
-    from muse_quant.toyworld.build import build_world
+    from muse_quant.toyworld.build import world_at
     from muse_quant.toyworld.zoo import build_zoo
 
-    world = Path(args.world) if args.world else build_world(scale=args.scale)
+    world = Path(args.world) if args.world else world_at(args.scale)
     if args.out:  # a zoo written into its world would change the world's checked files
         check_apart(Path(args.out), "--out", [("the world", world)])
-    zoo = build_zoo(world, Path(args.out) if args.out else None)
+    zoo = build_zoo(world, Path(args.out) if args.out else None, seed=args.seed)
     print(format_zoo(zoo))
     return 0

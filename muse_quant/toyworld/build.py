@@ -26,6 +26,7 @@ from harness_ext.versions import library_versions
 from model_wrappers.progress import library_bars_on_terminal_only
 from model_wrappers.training import train_causal_lm
 from muse_quant.greedy_check import qa_rouge, verbatim_rouge
+from muse_quant.toyworld.bases import DEFAULT_BASE
 from muse_quant.toyworld.config import PRETRAINED_SCALES, ToyWorldConfig, config_for
 from muse_quant.toyworld.corpus import (
     Corpus,
@@ -35,7 +36,7 @@ from muse_quant.toyworld.corpus import (
 )
 from muse_quant.toyworld.finetune import fine_tune
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
-from muse_quant.toyworld.pretrained import ResolvedBase
+from muse_quant.toyworld.pretrained import ResolvedBase, resolve_base
 from muse_quant.toyworld.report import log, reused_line
 from muse_quant.toyworld.tokenizer import train_bpe_tokenizer
 from muse_quant.toyworld.training import new_llama
@@ -88,6 +89,13 @@ def build_world(
         with staged_dir(out) as tmp:
             _build_into(tmp, config, base)
     return out
+
+
+def world_at(scale: str) -> Path:
+    """The cached world of ``scale`` (built on first use): a toy scale's, or the real world on
+    the default base (SmolLM2-135M), as ``toyworld zoo --scale`` and ``demo --scale`` take it."""
+    base = resolve_base(DEFAULT_BASE) if scale in PRETRAINED_SCALES else None
+    return build_world(scale=scale, base=base)
 
 
 def _reused(out: Path) -> Path:

@@ -2,8 +2,10 @@
 and NPO+GDR made to survive quantization (SURE, quantization-aware).
 
 Presets are tuned for the toy world (docs/unlearning.md says how and why they differ from the
-papers' 7B defaults). The zoo is cached beside the world, keyed by the world's configuration hash
-and the presets, and built all at once (a killed build leaves nothing half-written).
+papers' 7B defaults); a world on a pretrained base takes the papers' recipe instead, with the GDR
+runs only. The zoo is cached beside the world, keyed by the world's configuration hash, the
+presets and the unlearning seed, and built all at once (a killed build leaves nothing
+half-written).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from harness_ext.errors import MuseQuantError
 from harness_ext.files import check_writable, staged_dir
 from model_wrappers.codes import confine_to_nf4_bins
 from model_wrappers.precisions import quantized_linear_names
+from muse_quant.toyworld.config import PRETRAINED_SCALES
 from muse_quant.toyworld.manifest import MANIFEST, folder_hashes, load_manifest, verify_world
 from muse_quant.toyworld.report import reused_line
 from muse_quant.unlearning.config import RETAIN_LOSSES, UnlearnConfig
@@ -89,18 +92,50 @@ SCALE_TUNING: dict[str, dict[str, object]] = {
     "micro": {"stop_knowmem": 0.3, "max_steps": 200, "param_dtype": "fp32"}
 }
 
+#: A world on a pretrained base (``toyworld build --base``) takes the papers' recipe instead of
+#: the toy presets (docs/unlearning.md): their learning rates (full 1e-5, LoRA 1e-4, the
+#: :class:`UnlearnConfig` defaults), batches of 4, and early stopping once forget VerbMem and
+#: forget KnowMem (0..1) are at about the retrain model's (0.20 and 0.00 on SmolLM2's world).
+#: Departures, both for a CPU: float32 weights (MUSE trains in bfloat16, which is slow and
+#: differs by instruction set on CPUs without AVX-512 BF16), and at most 70 steps, seven epochs
+#: of the 40 forget texts (MUSE trains ten), so that a run stays within 15 minutes on one core
+#: (9-12 s a step on SmolLM2-135M). Within them the papers' rates forget little or nothing
+#: (docs/unlearning.md has the probes).
+REAL_PRESETS: dict[str, UnlearnConfig] = {
+    mode: UnlearnConfig(
+        mode=mode,
+        param_dtype="fp32",
+        max_steps=70,
+        check_every=10,
+        stop_verbmem=0.2,
+        stop_knowmem=0.05,
+    )
+    for mode in MODES
+}
+#: The real world's methods (issue #24): each with the GDR retain term, full and LoRA.
+REAL_METHODS = tuple((m, "gdr") for m in TRAINERS)
+#: Its robust runs: SURE at 10x the natural rate, and NPO+GDR trained through NF4.
+REAL_ROBUST: dict[str, tuple[str, dict[str, object]]] = {
+    "npo_gdr_full_sure": ("npo_gdr_full", {"salient_fraction": 0.25, "lr": 1e-4}),
+    "npo_gdr_full_qa": ("npo_gdr_full", {"quant_aware": "nf4"}),
+}
+
 
 def zoo_configs(seed: int = 0, scale: str = "tiny") -> dict[str, UnlearnConfig]:
-    """``{"ga_gdr_full": UnlearnConfig(...), ...}``: the eight natural runs, then the robust,
-    for a world of ``scale``."""
+    """``{"ga_gdr_full": UnlearnConfig(...), ...}``: the natural runs, then the robust, for a
+    world of ``scale`` (a toy scale's presets, or the real world's recipe)."""
+    real = scale in PRETRAINED_SCALES
+    presets, methods, tuned, robust = (
+        (REAL_PRESETS, REAL_METHODS, {}, REAL_ROBUST) if real else (PRESETS, METHODS, TUNED, ROBUST)
+    )
     configs = {}
-    for method, retain in METHODS:
+    for method, retain in methods:
         for mode in MODES:
             name = f"{method}_{retain}_{mode}"
             configs[name] = replace(
-                PRESETS[mode], method=method, retain_loss=retain, seed=seed, **TUNED.get(name, {})
+                presets[mode], method=method, retain_loss=retain, seed=seed, **tuned.get(name, {})
             )
-    for name, (natural, changes) in ROBUST.items():
+    for name, (natural, changes) in robust.items():
         configs[name] = replace(configs[natural], **changes)
     scaled = SCALE_TUNING.get(scale, {})
     return {name: replace(config, **scaled) for name, config in configs.items()}
@@ -111,21 +146,22 @@ def world_scale(world: Path) -> str:
     return (load_manifest(world) or {}).get("scale", "tiny")
 
 
-def zoo_key(world: Path) -> str:
+def zoo_key(world: Path, seed: int = 0) -> str:
     manifest = load_manifest(world) or {}
+    configs = zoo_configs(seed, world_scale(world))
     blob = json.dumps(
         {
             "world": manifest.get("config_hash"),
             "zoo_version": ZOO_VERSION,
-            "runs": {k: c.to_dict() for k, c in zoo_configs(scale=world_scale(world)).items()},
+            "runs": {k: c.to_dict() for k, c in configs.items()},
         },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def default_zoo_dir(world: Path) -> Path:
-    return cache_root() / "zoo" / f"{world.name}-{zoo_key(world)[:12]}"
+def default_zoo_dir(world: Path, seed: int = 0) -> Path:
+    return cache_root() / "zoo" / f"{world.name}-{zoo_key(world, seed)[:12]}"
 
 
 def _log(msg: str) -> None:
@@ -137,14 +173,17 @@ def _reused(out: Path) -> Path:
     return out
 
 
-def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) -> Path:
+def build_zoo(
+    world: Path, out: Path | None = None, workers: int | None = None, seed: int = 0
+) -> Path:
     """The folder of the world's zoo (``<name>/`` per run plus ``manifest.json``), built once;
-    ``workers`` runs at a time (default: one per core), each on one thread."""
+    ``workers`` runs at a time (default: one per core), each on one thread; ``seed``: every
+    run's unlearning seed (data order, pairing, LoRA init), one zoo per seed."""
     if load_manifest(world) is None:
         raise MuseQuantError(f"{world}: not a toy world (no {MANIFEST}); see `toyworld build`")
 
-    out = out or default_zoo_dir(world)
-    key = zoo_key(world)
+    out = out or default_zoo_dir(world, seed)
+    key = zoo_key(world, seed)
     if _intact(out, key):
         return _reused(out)
     if out.is_dir() and any(out.iterdir()) and (load_manifest(out) or {}).get("kind") != KIND:
@@ -160,7 +199,7 @@ def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) 
             return _reused(out)
         started = time.time()
         with staged_dir(out) as tmp:
-            configs = zoo_configs(scale=world_scale(world))
+            configs = zoo_configs(seed, world_scale(world))
             runs = {}
 
             def done(name: str) -> None:
@@ -185,6 +224,7 @@ def build_zoo(world: Path, out: Path | None = None, workers: int | None = None) 
                 "kind": KIND,
                 "world": str(world),
                 "zoo_key": key,
+                "seed": seed,
                 "runs": runs,
                 "build_seconds": round(time.time() - started, 1),
                 "files": folder_hashes(tmp),
