@@ -57,7 +57,7 @@ def resolve_calibration(
                 "calibration=<MUSE data folder> (its raw/retain1), calibration=news|books "
                 "(MUSE's raw/retain1 from the hub) or calibration=<JSON list of generic texts>"
             )
-        texts, source = _world_texts(world)
+        texts, source = _calibration_from(world_calibration(world))
     else:
         texts, source = _calibration_from(str(calibration))
     if not texts:
@@ -74,13 +74,12 @@ def toy_world_root(model_folder: Path) -> Path | None:
     return None
 
 
-def _world_texts(world: Path) -> tuple[list[str], str]:
-    """A toy world's generic pretraining texts; a world on a pretrained base has none, and
-    calibrates on its retain text, as ``calibration=<its data folder>`` would."""
+def world_calibration(world: Path) -> str:
+    """What a world's models calibrate on by default, as ``calibration=`` takes it: a toy
+    world's generic pretraining texts; a world on a pretrained base has none, and gives its data
+    folder (its retain text)."""
     generic = world / "pretrain" / "generic.json"
-    if generic.is_file():
-        return _read_texts(generic), f"{generic} (toy world generic pretraining text)"
-    return _calibration_from(str(world / "data"))
+    return str(generic) if generic.is_file() else str(world / "data")
 
 
 def _calibration_from(spec: str) -> tuple[list[str], str]:

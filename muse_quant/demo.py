@@ -29,6 +29,7 @@ from leaderboards.render.console import format_summary
 from leaderboards.robustness import Board, compute_board
 from leaderboards.verdicts import LOST_UTILITY, NEVER_FORGOT, PrecisionVerdict, model_verdict
 from leaderboards.write import check_board_folder, check_report_folder, write_folder
+from model_wrappers.calibration import world_calibration
 from model_wrappers.precisions import resolve_precision
 from model_wrappers.precisions.gguf import GGUF, GGUF_INSTALL
 from model_wrappers.precisions.gptq import GPTQ
@@ -41,10 +42,12 @@ from muse_quant.demo_defaults import (
     CORPUS,
     DEFAULT_OUT,
     DEFAULT_PRECISIONS,
+    REAL_PRECISIONS,
     RESULTS,
 )
 from muse_quant.sweep import Plan, plan_from_dict, run_sweep
-from muse_quant.toyworld.build import build_world
+from muse_quant.toyworld.build import world_at
+from muse_quant.toyworld.config import PRETRAINED_SCALES
 from muse_quant.toyworld.manifest import load_manifest
 from muse_quant.toyworld.report import format_report, format_zoo
 from muse_quant.toyworld.zoo import build_zoo
@@ -58,15 +61,16 @@ def run_demo(
     precisions: tuple[str, ...] | None = None,
     progress: bool = True,
 ) -> int:
-    """The whole story (module docstring); ``precisions`` None: :data:`DEFAULT_PRECISIONS`."""
+    """The whole story (module docstring); ``precisions`` None: :data:`DEFAULT_PRECISIONS`, or
+    on the real world :data:`REAL_PRECISIONS`."""
     started = time.perf_counter()
     out = out.absolute()
-    precisions = _precisions(precisions)
+    precisions = _precisions(precisions, scale in PRETRAINED_SCALES)
     _check_out(out)
     timings: dict[str, float] = {}
 
     with _stage(1, f"toy world ({scale}): build or reuse", "world", timings):
-        world = build_world(scale=scale)
+        world = world_at(scale)
         print(format_report(world))
     with _stage(2, "method zoo: GA/NPO x GDR/KLR x full/LoRA, build or reuse", "zoo", timings):
         zoo = build_zoo(world)
@@ -126,17 +130,21 @@ class ZooRun:
     def mode(self) -> str:
         return "lora" if self.adapter else "full"
 
+    def plan_model(self, seed: int | None = None) -> dict[str, object]:
+        """The run as a sweep plan's model; with ``seed``, labelled ``<label>-s<seed>`` and
+        recorded as that seed (the board groups a method's seeds)."""
+        model = {"label": self.label, "role": "method", "method": self.method,
+                 "pretrained": self.pretrained, "adapter": self.adapter}  # fmt: skip
+        if seed is not None:
+            model.update(label=f"{self.label}-s{seed}", seed=seed)
+        return model
 
-def demo_sweep_plan(
-    world: Path, zoo: Path, precisions: tuple[str, ...], out: Path
-) -> tuple[Plan, AuditRequest, list[ZooRun]]:
-    """The demo's sweep: target, retrain and every zoo run at ``precisions`` on the news data,
-    with the audit request whose options it shares, and the zoo runs."""
-    # One request holds the evaluation options for the sweep and both audits, so every audit
-    # cell has the sweep's key and is reused, not evaluated again.
-    runs = _zoo_runs(world, zoo)
+
+def demo_request(world: Path, precisions: tuple[str, ...], out: Path) -> AuditRequest:
+    """The evaluation options of a sweep of ``world``'s models at ``precisions`` on its news
+    data, results in ``out``, as one audit request (the target audited)."""
     target, retrain = world / "models" / "target", world / "models" / "retrain"
-    base = AuditRequest(
+    return AuditRequest(
         model=str(target),
         target=str(target),
         retrain=str(retrain),
@@ -145,22 +153,33 @@ def demo_sweep_plan(
         precisions=precisions,
         corpus=CORPUS,
         results=out / RESULTS,
-        calibration=str(world / "pretrain" / "generic.json"),
+        calibration=world_calibration(world),
     )
-    models = [
-        {"label": "target", "role": "target", "pretrained": base.target},
-        {"label": "retrain", "role": "retrain", "pretrained": base.retrain},
+
+
+def reference_models(request: AuditRequest) -> list[dict[str, object]]:
+    """The target and the retrain model as a sweep plan's models."""
+    return [
+        {"label": "target", "role": "target", "pretrained": request.target},
+        {"label": "retrain", "role": "retrain", "pretrained": request.retrain},
     ]
-    models += [
-        {"label": r.label, "role": "method", "method": r.method, "pretrained": r.pretrained,
-         "adapter": r.adapter}
-        for r in runs
-    ]  # fmt: skip
+
+
+def demo_sweep_plan(
+    world: Path, zoo: Path, precisions: tuple[str, ...], out: Path
+) -> tuple[Plan, AuditRequest, list[ZooRun]]:
+    """The demo's sweep: target, retrain and every zoo run at ``precisions`` on the news data,
+    with the audit request whose options it shares, and the zoo runs."""
+    # One request holds the evaluation options for the sweep and both audits, so every audit
+    # cell has the sweep's key and is reused, not evaluated again.
+    runs = zoo_runs(world, zoo)
+    base = demo_request(world, precisions, out)
+    models = reference_models(base) + [r.plan_model() for r in runs]
     plan = plan_from_dict(base.plan_data() | {"models": models}, Path.cwd())
     return plan, base, runs
 
 
-def _zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
+def zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
     """The zoo's runs in its manifest's order; a folder with a peft adapter is a LoRA run."""
 
     runs = []
@@ -176,13 +195,14 @@ def _zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
 OPTIONAL = {GPTQ: ("gptqmodel", GPTQMODEL_INSTALL), GGUF: ("llama_cpp", GGUF_INSTALL)}
 
 
-def _precisions(given: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The precisions to run, checked before any work. The default list keeps GPTQ and GGUF
-    only when their libraries are installed (and says so when one is not); a list given
-    explicitly is kept as is, so asking for GPTQ without gptqmodel is the loader's one-line
-    error."""
+def _precisions(given: tuple[str, ...] | None, real: bool) -> tuple[str, ...]:
+    """The precisions to run, checked before any work. The default list (the real world's on
+    a ``real`` world) keeps GPTQ and GGUF only when their libraries are installed (and says so
+    when one is not); a list given explicitly is kept as is, so asking for GPTQ without
+    gptqmodel is the loader's one-line error."""
 
-    names = DEFAULT_PRECISIONS if given is None else given
+    default = REAL_PRECISIONS if real else DEFAULT_PRECISIONS
+    names = default if given is None else given
     check_precisions(names)
     # every name resolved now: an unknown one is its one-line error before any work
     families = {name: resolve_precision(name).family for name in names}

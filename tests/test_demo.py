@@ -18,6 +18,7 @@ from muse_run import cores_for_this_worker
 
 from muse_quant import demo as demo_module
 from muse_quant.cli import main
+from muse_quant.demo_defaults import DEFAULT_PRECISIONS, REAL_PRECISIONS
 from muse_quant.toyworld.build import load_manifest
 from muse_quant.toyworld.zoo import build_zoo
 
@@ -205,7 +206,9 @@ def test_an_optional_precision_is_skipped_without_its_library(
         "find_spec",
         lambda name, *args: None if name == module else find_spec(name, *args),
     )
-    expected = tuple(name for name in demo_module.DEFAULT_PRECISIONS if name != precision)
-    assert demo_module._precisions(None) == expected
-    assert f"{precision} skipped, {module} is not installed" in capsys.readouterr().err
-    assert demo_module._precisions(("fp32", precision)) == ("fp32", precision)
+    for real, default in ((False, DEFAULT_PRECISIONS), (True, REAL_PRECISIONS)):
+        expected = tuple(name for name in default if name != precision)
+        assert demo_module._precisions(None, real) == expected
+        said = f"{precision} skipped, {module} is not installed" in capsys.readouterr().err
+        assert said == (precision in default)  # the real world's list has no GPTQ
+        assert demo_module._precisions(("fp32", precision), real) == ("fp32", precision)

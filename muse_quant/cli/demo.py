@@ -6,8 +6,15 @@ import argparse
 from pathlib import Path
 
 from muse_quant.cli.audit import precision_list
-from muse_quant.demo_defaults import AUDITS, BOARD, DEFAULT_OUT, DEFAULT_PRECISIONS, RESULTS
-from muse_quant.toyworld.config import TOY_SCALES
+from muse_quant.demo_defaults import (
+    AUDITS,
+    BOARD,
+    DEFAULT_OUT,
+    DEFAULT_PRECISIONS,
+    REAL_PRECISIONS,
+    RESULTS,
+)
+from muse_quant.toyworld.config import SCALES
 
 EPILOG = f"""\
 Writes into --out: {RESULTS}/ (one lm-eval results file per model x precision), {BOARD}/ (the
@@ -17,6 +24,7 @@ Examples:
   muse-quant demo                                  # tiny world, {",".join(DEFAULT_PRECISIONS)}
   muse-quant demo --precisions fp32,nf4 --out /tmp/demo
   muse-quant demo --scale default                  # bigger world (its build alone: ~8 min)
+  muse-quant demo --scale real                     # SmolLM2-135M: {",".join(REAL_PRECISIONS)}
 """
 
 
@@ -33,9 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--scale",
-        choices=TOY_SCALES,
+        choices=list(SCALES),
         default="tiny",
-        help="toy world scale; default: %(default)s",
+        help="toy world scale, or real: the world on the pretrained SmolLM2-135M, its zoo "
+        "trained with the papers' recipe (hours on a CPU; README: timings); default: "
+        "%(default)s",
     )
     demo.add_argument(
         "--out",
@@ -48,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--precisions",
         type=precision_list,
         metavar="LIST",
-        help=f"comma-separated, with fp32 or bf16; default: {','.join(DEFAULT_PRECISIONS)} "
-        "(GPTQ skipped when gptqmodel is not installed)",
+        help=f"comma-separated, with fp32 or bf16; default: {','.join(DEFAULT_PRECISIONS)}, "
+        f"with --scale real {','.join(REAL_PRECISIONS)} (GPTQ and GGUF skipped when their "
+        "library is not installed)",
     )
     demo.add_argument("--no-progress", action="store_true", help="no per-cell lines on stderr")
     demo.set_defaults(func=run)
