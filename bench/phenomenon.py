@@ -37,7 +37,13 @@ from leaderboards.collect import collect_results  # noqa: E402
 from leaderboards.render.board_files import render_all  # noqa: E402
 from leaderboards.robustness import compute_board  # noqa: E402
 from leaderboards.scores import CorpusBoard, ModelScores  # noqa: E402
-from leaderboards.verdicts import cell_at, interval_text, judge  # noqa: E402
+from leaderboards.verdicts import (  # noqa: E402
+    NEVER_FORGOT,
+    PrecisionVerdict,
+    cell_at,
+    interval_text,
+    judge,
+)
 from leaderboards.write import check_board_folder, write_folder  # noqa: E402
 from model_wrappers.precisions import resolve_precision  # noqa: E402
 from muse_quant.audit import check_precisions  # noqa: E402
@@ -169,11 +175,19 @@ def _row(
             cells.append("n/a")
             continue
         interval = interval_text(cell.interval("revert_verbmem_f"))
-        status = verdicts[precision].status if gate and gate.passed else gate.status if gate else ""
-        cells.append(f"{cell.revert_verbmem_f:+.2f} {interval} {status}")
+        verdict = _verdict(gate, verdicts[precision])
+        cells.append(f"{cell.revert_verbmem_f:+.2f} {interval} {verdict}")
     changed = codes.get(model.label, {})
     shares = [f"{changed[s]:.1%}" if s in changed else "n/a" for s in SCHEMES]
     return f"| {model.label} | " + " | ".join(cells + shares) + " |"
+
+
+def _verdict(gate: PrecisionVerdict | None, at: PrecisionVerdict) -> str:
+    """The board's word for a cell: the full-precision gate's where it fails (there is nothing
+    for quantization to give back, or nothing worth keeping), else the verdict at the cell."""
+    if gate is None or gate.passed:
+        return at.status
+    return {"no forgetting": NEVER_FORGOT}.get(gate.status, gate.status)
 
 
 if __name__ == "__main__":
