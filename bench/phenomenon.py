@@ -45,14 +45,12 @@ from leaderboards.verdicts import (  # noqa: E402
     judge,
 )
 from leaderboards.write import check_board_folder, write_folder  # noqa: E402
-from model_wrappers.precisions import resolve_precision  # noqa: E402
-from muse_quant.audit import check_precisions  # noqa: E402
-from muse_quant.demo import demo_request, reference_models, zoo_runs  # noqa: E402
+from muse_quant.demo import demo_precisions, demo_request, reference_models, zoo_runs  # noqa: E402
 from muse_quant.demo_defaults import REAL_PRECISIONS, RESULTS  # noqa: E402
 from muse_quant.sweep import plan_from_dict, run_sweep  # noqa: E402
 from muse_quant.threads import parse_threads, set_threads  # noqa: E402
 from muse_quant.toyworld.build import world_at  # noqa: E402
-from muse_quant.toyworld.config import SCALES  # noqa: E402
+from muse_quant.toyworld.config import PRETRAINED_SCALES, SCALES  # noqa: E402
 from muse_quant.toyworld.manifest import load_manifest  # noqa: E402
 from muse_quant.toyworld.zoo import build_zoo  # noqa: E402
 
@@ -78,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precisions",
         type=lambda text: tuple(text.split(",")),
-        default=REAL_PRECISIONS,
-        help=f"the full precision first; default: {','.join(REAL_PRECISIONS)}",
+        help=f"with fp32 or bf16; default: the demo's for the scale ({','.join(REAL_PRECISIONS)} "
+        "on the real world)",
     )
     parser.add_argument("--out", type=Path, default=Path("phenomenon"), help="default: %(default)s")
     parser.add_argument("--threads", type=parse_threads, default=os.cpu_count() or 1)
@@ -97,24 +95,23 @@ def main(argv: list[str] | None = None) -> int:
 def run(
     scale: str,
     seeds: tuple[int, ...],
-    precisions: tuple[str, ...],
+    precisions: tuple[str, ...] | None,
     out: Path,
     threads: int,
     progress: bool = True,
 ) -> str:
-    """Zoos, sweep and board (module docstring); returns the table."""
+    """Zoos, sweep and board (module docstring); returns the table. ``precisions`` None: the
+    demo's default for ``scale``."""
     started = time.perf_counter()
     out = out.absolute()
     check_apart(out, "--out", [("the muse-quant cache", cache_root())])
     check_board_folder(out / "board", out / RESULTS)  # before hours of work, not after
-    check_precisions(precisions)
-    for name in precisions:
-        resolve_precision(name)  # an unknown name is its one-line error now
+    precisions = demo_precisions(precisions, scale in PRETRAINED_SCALES)
     world = world_at(scale)
     zoos = {seed: build_zoo(world, seed=seed) for seed in seeds}
     request = demo_request(world, precisions, out)
     models = reference_models(request) + [
-        run.plan_model(seed) for seed, zoo in zoos.items() for run in zoo_runs(world, zoo)
+        zoo_run.plan_model(seed) for seed, zoo in zoos.items() for zoo_run in zoo_runs(world, zoo)
     ]
     plan = plan_from_dict(request.plan_data() | {"models": models}, Path.cwd())
     set_threads(threads)

@@ -65,7 +65,7 @@ def run_demo(
     on the real world :data:`REAL_PRECISIONS`."""
     started = time.perf_counter()
     out = out.absolute()
-    precisions = _precisions(precisions, scale in PRETRAINED_SCALES)
+    precisions = demo_precisions(precisions, scale in PRETRAINED_SCALES)
     _check_out(out)
     timings: dict[str, float] = {}
 
@@ -195,7 +195,7 @@ def zoo_runs(world: Path, zoo: Path) -> list[ZooRun]:
 OPTIONAL = {GPTQ: ("gptqmodel", GPTQMODEL_INSTALL), GGUF: ("llama_cpp", GGUF_INSTALL)}
 
 
-def _precisions(given: tuple[str, ...] | None, real: bool) -> tuple[str, ...]:
+def demo_precisions(given: tuple[str, ...] | None, real: bool) -> tuple[str, ...]:
     """The precisions to run, checked before any work. The default list (the real world's on
     a ``real`` world) keeps GPTQ and GGUF only when their libraries are installed (and says so
     when one is not); a list given explicitly is kept as is, so asking for GPTQ without

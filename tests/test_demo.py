@@ -208,7 +208,7 @@ def test_an_optional_precision_is_skipped_without_its_library(
     )
     for real, default in ((False, DEFAULT_PRECISIONS), (True, REAL_PRECISIONS)):
         expected = tuple(name for name in default if name != precision)
-        assert demo_module._precisions(None, real) == expected
+        assert demo_module.demo_precisions(None, real) == expected
         said = f"{precision} skipped, {module} is not installed" in capsys.readouterr().err
         assert said == (precision in default)  # the real world's list has no GPTQ
-        assert demo_module._precisions(("fp32", precision), real) == ("fp32", precision)
+        assert demo_module.demo_precisions(("fp32", precision), real) == ("fp32", precision)
